@@ -1,0 +1,37 @@
+# Two commands for a fresh machine (Python 3.11+ and a C compiler): `make run`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench-ingest bench-read clean
+
+$(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	if [ -f agent/pyproject.toml ]; then $(BIN)/pip install --quiet -e ./agent; fi
+	touch $(STAMP)
+
+# Migrate, make sure the local user exists, print its token and the URLs, then serve HTTP
+# and WebSocket in the foreground; the periodic worker runs beside it and stops with it.
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py local_setup --base-url http://$(HOST):$(PORT)
+	$(BIN)/python manage.py run_worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/daphne --proxy-headers -b $(HOST) -p $(PORT) backend.asgi:application
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) var/test-*

@@ -1,0 +1,7 @@
+from django.urls import include, path
+
+urlpatterns = [path("app/claude-usage/", include("usage.api.urls"))]
+
+handler400 = "usage.api.errors.bad_request"
+handler404 = "usage.api.errors.not_found"
+handler500 = "usage.api.errors.server_error"

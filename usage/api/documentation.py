@@ -1,0 +1,178 @@
+"""Response shapes for the generated OpenAPI schema (drf-spectacular reads these; the views
+build their answers in ``usage.snapshots``, and a test checks the two agree)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
+
+from usage.api.serializers import IngestResultSerializer
+
+__all__ = ["IngestResultSerializer"]
+
+HOST_HEADER = OpenApiParameter(
+    "X-Usage-Host",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="The machine the records came from (default: the JSON body's host, else 'unknown').",
+)
+NDJSON_BODY = {"type": "string", "description": "One Claude Code transcript record per line."}
+JSON_BODY = {
+    "type": "object",
+    "properties": {
+        "records": {"type": "array", "items": {"type": "object"}},
+        "host": {"type": "string"},
+    },
+    "required": ["records"],
+}
+
+S = serializers
+_Base = S.Serializer  # type: ignore[type-arg]
+
+
+class SummarySerializer(_Base):
+    total_tokens = S.IntegerField()
+    total_cost_usd = S.FloatField()
+    total_messages = S.IntegerField()
+    time_range_hours = S.FloatField()
+    input_tokens = S.IntegerField()
+    output_tokens = S.IntegerField()
+    cache_creation_tokens = S.IntegerField()
+    cache_read_tokens = S.IntegerField()
+    unpriced_models = S.ListField(child=S.CharField(), help_text="Models with no known price.")
+
+
+class BurnRateSerializer(_Base):
+    tokens_per_minute = S.FloatField(help_text="Input + output tokens of the last 60 min / 60.")
+    cost_per_minute_usd = S.FloatField()
+    all_tokens_per_minute = S.FloatField(help_text="All four token types, last 60 min / 60.")
+
+
+class ModelShareSerializer(_Base):
+    model = S.CharField()
+    tokens = S.IntegerField()
+    messages = S.IntegerField()
+    cost_usd = S.FloatField()
+    percentage = S.FloatField()
+    input_tokens = S.IntegerField()
+    output_tokens = S.IntegerField()
+    cache_creation_tokens = S.IntegerField()
+    cache_read_tokens = S.IntegerField()
+
+
+class PredictionSerializer(_Base):
+    tokens_will_run_out = S.BooleanField()
+    estimated_time_to_limit = S.CharField()
+    estimated_limit_at = S.DateTimeField(allow_null=True)
+
+
+class RateLimitSerializer(_Base):
+    current_window_tokens = S.IntegerField()
+    current_window_start = S.DateTimeField(allow_null=True)
+    next_reset_at = S.DateTimeField(allow_null=True)
+    time_until_reset_seconds = S.IntegerField()
+    time_until_reset_human = S.CharField()
+    is_within_active_window = S.BooleanField()
+    token_limit = S.IntegerField()
+    limit_tokens_used = S.IntegerField(help_text="Input + output tokens of the window.")
+    used_percentage = S.FloatField()
+    plan = S.CharField()
+    source = S.ChoiceField(choices=["estimate", "official"])
+    predictions = PredictionSerializer()
+
+
+class DashboardSerializer(_Base):
+    summary = SummarySerializer()
+    burn_rate = BurnRateSerializer()
+    model_distribution = ModelShareSerializer(many=True)
+    rate_limit = RateLimitSerializer()
+
+
+class DataPointSerializer(_Base):
+    timestamp = S.DateTimeField()
+    total_tokens = S.IntegerField()
+    input_tokens = S.IntegerField()
+    output_tokens = S.IntegerField()
+    cache_creation_tokens = S.IntegerField()
+    cache_read_tokens = S.IntegerField()
+    message_count = S.IntegerField()
+    cost_usd = S.FloatField()
+
+
+class TimeseriesSerializer(_Base):
+    start_time = S.DateTimeField()
+    end_time = S.DateTimeField()
+    interval = S.CharField()
+    data_points = DataPointSerializer(many=True)
+
+
+class HostSerializer(_Base):
+    host = S.CharField()
+    total_tokens = S.IntegerField()
+    total_messages = S.IntegerField()
+    total_cost_usd = S.FloatField()
+    last_seen = S.DateTimeField(allow_null=True)
+
+
+class StatsSerializer(_Base):
+    total_tokens = S.IntegerField()
+    total_input_tokens = S.IntegerField()
+    total_output_tokens = S.IntegerField()
+    total_cache_creation_tokens = S.IntegerField()
+    total_cache_read_tokens = S.IntegerField()
+    total_sessions = S.IntegerField()
+    total_messages = S.IntegerField()
+    projects = S.IntegerField()
+    current_window_tokens = S.IntegerField()
+    next_reset_at = S.DateTimeField(allow_null=True)
+    time_until_reset_seconds = S.IntegerField()
+    time_until_reset_human = S.CharField()
+    is_within_active_window = S.BooleanField()
+    total_cost_usd = S.FloatField()
+    unpriced_models = S.ListField(child=S.CharField())
+    hosts = HostSerializer(many=True)
+
+
+class ProjectSerializer(_Base):
+    id = S.IntegerField()
+    name = S.CharField()
+    path = S.CharField()
+    total_tokens = S.IntegerField()
+    total_sessions = S.IntegerField()
+    total_cost = S.FloatField()
+    created_at = S.DateTimeField(allow_null=True)
+    updated_at = S.DateTimeField(allow_null=True)
+    total_messages = S.IntegerField()
+    input_tokens = S.IntegerField()
+    output_tokens = S.IntegerField()
+    cache_creation_tokens = S.IntegerField()
+    cache_read_tokens = S.IntegerField()
+
+
+class ProjectListSerializer(_Base):
+    projects = ProjectSerializer(many=True)
+    count = S.IntegerField()
+
+
+class SessionSerializer(_Base):
+    session_id = S.CharField()
+    total_tokens = S.IntegerField()
+    input_tokens = S.IntegerField()
+    output_tokens = S.IntegerField()
+    cache_creation_tokens = S.IntegerField()
+    cache_read_tokens = S.IntegerField()
+    total_messages = S.IntegerField()
+    total_cost = S.FloatField()
+    first_activity = S.DateTimeField(allow_null=True)
+    last_activity = S.DateTimeField(allow_null=True)
+
+
+class ProjectDetailSerializer(ProjectSerializer):
+    sessions = SessionSerializer(many=True)
+
+
+class ProjectSessionsSerializer(_Base):
+    project = S.CharField()
+    sessions = SessionSerializer(many=True)
+    count = S.IntegerField()

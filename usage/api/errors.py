@@ -1,0 +1,93 @@
+"""Every failure, everywhere, in the seed's envelope: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from usage.selectors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "PAYLOAD_TOO_LARGE"
+    default_detail = "Payload too large"
+
+
+class BadBody(exceptions.ParseError):
+    default_code = "VALIDATION_ERROR"
+
+
+_CODES: dict[type[Exception], tuple[str, int]] = {
+    exceptions.NotAuthenticated: ("AUTHENTICATION_REQUIRED", 401),
+    exceptions.AuthenticationFailed: ("AUTHENTICATION_REQUIRED", 401),
+    exceptions.PermissionDenied: ("PERMISSION_DENIED", 403),
+    exceptions.NotFound: ("NOT_FOUND", 404),
+    NotFound: ("NOT_FOUND", 404),
+    exceptions.MethodNotAllowed: ("METHOD_NOT_ALLOWED", 405),
+    exceptions.NotAcceptable: ("NOT_ACCEPTABLE", 406),
+    exceptions.UnsupportedMediaType: ("UNSUPPORTED_MEDIA_TYPE", 415),
+    exceptions.Throttled: ("RATE_LIMITED", 429),
+    PayloadTooLarge: ("PAYLOAD_TOO_LARGE", 413),
+    exceptions.ValidationError: ("VALIDATION_ERROR", 400),
+    exceptions.ParseError: ("VALIDATION_ERROR", 400),
+}
+
+
+def envelope(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's handler, reshaped; anything unexpected becomes a logged SERVER_ERROR."""
+    if isinstance(exc, NotFound):
+        exc = exceptions.NotFound(str(exc))
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("unhandled error", exc_info=exc)
+        return Response(envelope("SERVER_ERROR", "Server error"), status=500)
+    code = _code_for(exc)
+    response.data = envelope(code, _message(exc, code))
+    return response
+
+
+def _code_for(exc: Exception) -> str:
+    for kind, (code, _) in _CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return "SERVER_ERROR" if getattr(exc, "status_code", 500) >= 500 else "BAD_REQUEST"
+
+
+def _message(exc: Exception, code: str) -> str:
+    if code == "AUTHENTICATION_REQUIRED":
+        detail = str(getattr(exc, "detail", ""))
+        return "Authentication required" if "not provided" in detail else f"Authentication required: {detail}"
+    detail = getattr(exc, "detail", str(exc))
+    if isinstance(detail, dict):
+        return "; ".join(f"{field}: {_flat(value)}" for field, value in detail.items())
+    return _flat(detail)
+
+
+def _flat(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(_flat(item) for item in value)
+    return str(value)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(envelope("NOT_FOUND", f"No such endpoint: {request.path}"), status=404)
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(envelope("SERVER_ERROR", "Server error"), status=500)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(envelope("VALIDATION_ERROR", "Bad request"), status=400)

@@ -1,0 +1,126 @@
+"""Reads an ingest body: NDJSON or JSON, optionally gzip, within the size limits.
+
+A line that is not JSON becomes a per-record rejection (the rest of the batch is kept); a
+body in which nothing is JSON is a 400.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.request import Request
+
+from usage.api.errors import BadBody, PayloadTooLarge
+from usage.events import MalformedLine
+
+NDJSON_TYPES = {
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/x-jsonlines",
+    "application/jsonlines",
+}
+JSON_TYPES = {"application/json"}
+MAX_HOST_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class IngestBody:
+    records: list[object]
+    host: str
+
+
+def read_records(request: Request) -> IngestBody:
+    media_type = (request.content_type or "").split(";")[0].strip().lower()
+    if media_type not in NDJSON_TYPES | JSON_TYPES:
+        raise UnsupportedMediaType(
+            media_type or "none",
+            detail=f"Unsupported content type {media_type or '(none)'!r}: "
+            "send application/x-ndjson or application/json",
+        )
+    raw = _decoded(request, _body(request))
+    header_host = request.headers.get("X-Usage-Host", "")
+    if media_type in JSON_TYPES:
+        records, body_host = _json_records(raw)
+    else:
+        records, body_host = _ndjson_records(raw), ""
+    if len(records) > settings.USAGE_MAX_RECORDS:
+        raise PayloadTooLarge(
+            f"{len(records)} records in one request; the limit is {settings.USAGE_MAX_RECORDS}"
+        )
+    return IngestBody(records=records, host=_host(header_host or body_host))
+
+
+def _body(request: Request) -> bytes:
+    limit = settings.USAGE_MAX_BODY_BYTES
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Body of {declared} bytes; the limit is {limit}")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise PayloadTooLarge(f"Body over the limit of {limit} bytes") from None
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Body of {len(body)} bytes; the limit is {limit}")
+    return body
+
+
+def _decoded(request: Request, body: bytes) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise UnsupportedMediaType(encoding, detail=f"Unsupported Content-Encoding {encoding!r}")
+    limit = settings.USAGE_MAX_BODY_BYTES
+    # Bounded output: a small gzip bomb must not expand into the server's memory.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise BadBody("Body is not valid gzip") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"Decompressed body over the limit of {limit} bytes")
+    return data
+
+
+def _json_records(raw: bytes) -> tuple[list[object], str]:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise BadBody(f"Body is not valid JSON: {error}") from None
+    if isinstance(document, list):
+        return document, ""
+    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
+        raise BadBody('A JSON body must be {"records": [...]} (or a list of records)')
+    host = document.get("host", "")
+    if not isinstance(host, str):
+        raise BadBody('"host" must be a string')
+    return document["records"], host
+
+
+def _ndjson_records(raw: bytes) -> list[object]:
+    records: list[object] = []
+    parsed_any = False
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(orjson.loads(line))
+            parsed_any = True
+        except orjson.JSONDecodeError as error:
+            records.append(MalformedLine(f"Line is not valid JSON: {error}"))
+    if records and not parsed_any:
+        raise BadBody("Body is not NDJSON: no line is valid JSON")
+    return records
+
+
+def _host(value: str) -> str:
+    host = value.strip()
+    if len(host) > MAX_HOST_LENGTH:
+        raise BadBody(f"Host name longer than {MAX_HOST_LENGTH} characters")
+    return host or "unknown"

@@ -1,0 +1,113 @@
+"""Which copy of a message counts. Pure: given what the log already holds for a batch's
+message ids, decide what each incoming record adds to it.
+
+The rules, which make the result independent of arrival order:
+- a (message id, request id) counts once; a later copy counts only if it carries strictly
+  more tokens, and then replaces the earlier one (a revision);
+- a sidechain copy of a message that also has a non-sidechain copy is a replay: it never
+  counts, and if it arrived first it is retracted when the parent's copy arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from usage.events import EventKind, UsageRecord
+
+Key = tuple[str, str]  # (message id, request id)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The latest logged state of one (message id, request id)."""
+
+    record: UsageRecord
+    revision: int
+    counted: bool  # False once retracted
+
+    @property
+    def key(self) -> Key:
+        return (self.record.message_id, self.record.request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One event to append. For a retraction ``record`` is the copy being withdrawn."""
+
+    kind: EventKind
+    record: UsageRecord
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decisions: list[Decision]
+    duplicates: int
+
+
+def decide(records: Sequence[UsageRecord], logged: Iterable[Entry]) -> Outcome:
+    """Fold ``records`` (in arrival order) into the ``logged`` entries of their messages."""
+    ledger = _Ledger(logged)
+    decisions: list[Decision] = []
+    duplicates = 0
+    for record in records:
+        made = ledger.add(record)
+        if made:
+            decisions.extend(made)
+        else:
+            duplicates += 1
+    return Outcome(decisions=decisions, duplicates=duplicates)
+
+
+class _Ledger:
+    def __init__(self, logged: Iterable[Entry]) -> None:
+        self._entries: dict[Key, Entry] = {}
+        self._by_message: dict[str, list[Key]] = {}
+        for entry in logged:
+            self._put(entry)
+
+    def add(self, record: UsageRecord) -> list[Decision]:
+        """The events ``record`` causes; empty when it is a duplicate."""
+        existing = self._entries.get((record.message_id, record.request_id))
+        if existing is not None:
+            return self._revise(existing, record)
+        if record.is_sidechain and self._has_parent_copy(record.message_id):
+            return []
+        made = [self._record(record)]
+        if not record.is_sidechain:
+            made.extend(self._retract_sidechain_copies(record.message_id))
+        return made
+
+    def _revise(self, existing: Entry, record: UsageRecord) -> list[Decision]:
+        if not existing.counted or record.total_tokens <= existing.record.total_tokens:
+            return []
+        entry = Entry(record=record, revision=existing.revision + 1, counted=True)
+        self._put(entry)
+        return [Decision(EventKind.REVISED, record, entry.revision)]
+
+    def _record(self, record: UsageRecord) -> Decision:
+        self._put(Entry(record=record, revision=0, counted=True))
+        return Decision(EventKind.RECORDED, record, 0)
+
+    def _retract_sidechain_copies(self, message_id: str) -> list[Decision]:
+        made = []
+        for key in self._by_message.get(message_id, []):
+            entry = self._entries[key]
+            if entry.record.is_sidechain and entry.counted:
+                retracted = replace(entry, revision=entry.revision + 1, counted=False)
+                self._put(retracted)
+                made.append(Decision(EventKind.RETRACTED, entry.record, retracted.revision))
+        return made
+
+    def _has_parent_copy(self, message_id: str) -> bool:
+        return any(
+            not self._entries[key].record.is_sidechain
+            for key in self._by_message.get(message_id, [])
+        )
+
+    def _put(self, entry: Entry) -> None:
+        key = entry.key
+        if key not in self._entries:
+            self._by_message.setdefault(key[0], []).append(key)
+        self._entries[key] = entry

@@ -1,0 +1,202 @@
+"""Claude Code transcript records in, normalised usage facts out. Pure: standard library only.
+
+Only usage metadata survives parsing: message and tool text never leave this module.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+# Larger than any single request Claude can make (1M context, 128k output), small enough
+# that a corrupted counter is caught instead of poisoning every total.
+MAX_TOKENS_PER_FIELD = 50_000_000
+MAX_ID_LENGTH = 255
+MAX_TEXT_LENGTH = 1024
+# A clock on an agent's machine may run a little ahead; a day ahead is a broken record.
+MAX_CLOCK_SKEW = timedelta(days=1)
+
+
+class EventKind(enum.StrEnum):
+    """The facts the log records. Stable strings: never rename, only add."""
+
+    RECORDED = "usage_recorded"  # first copy of a (message id, request id)
+    REVISED = "usage_revised"  # a later copy carrying more tokens replaces the counted one
+    RETRACTED = "usage_retracted"  # a sidechain replay, superseded by the parent's copy
+
+
+EVENT_SCHEMA_VERSION = 1
+
+
+class InvalidRecord(ValueError):
+    """A usage record that cannot be accepted; ``message`` says why, for the client."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One assistant response's usage, as Claude Code reported it."""
+
+    message_id: str
+    request_id: str  # "" when the line has none (older versions, <synthetic> records)
+    timestamp: datetime
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_5m_tokens: int
+    cache_creation_1h_tokens: int
+    cache_read_tokens: int
+    session_id: str
+    project_path: str
+    is_sidechain: bool
+    host: str
+
+    @property
+    def cache_creation_tokens(self) -> int:
+        return self.cache_creation_5m_tokens + self.cache_creation_1h_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedLine:
+    """Stands in for a line that was not JSON at all, so it is rejected by its index."""
+
+    error: str
+
+
+def parse_record(raw: object, *, host: str, now: datetime) -> UsageRecord | None:
+    """Normalise one transcript line. ``None`` means "not a usage record" (user prompts,
+    summaries, system lines): skipped, not an error. Raises ``InvalidRecord``."""
+    if isinstance(raw, MalformedLine):
+        raise InvalidRecord(raw.error)
+    if not isinstance(raw, dict):
+        raise InvalidRecord("a record must be a JSON object")
+    message = raw.get("message")
+    if not isinstance(message, dict) or "usage" not in message:
+        return None
+    usage = message["usage"]
+    if not isinstance(usage, dict):
+        raise InvalidRecord("message.usage must be an object")
+    cache_5m, cache_1h = _cache_creation(usage)
+    return UsageRecord(
+        message_id=_identifier(message.get("id"), "message.id", required=True),
+        request_id=_identifier(raw.get("requestId"), "requestId", required=False),
+        timestamp=_timestamp(raw.get("timestamp"), now),
+        model=_identifier(message.get("model"), "message.model", required=True),
+        input_tokens=_count(usage, "input_tokens"),
+        output_tokens=_count(usage, "output_tokens"),
+        cache_creation_5m_tokens=cache_5m,
+        cache_creation_1h_tokens=cache_1h,
+        cache_read_tokens=_count(usage, "cache_read_input_tokens"),
+        session_id=_identifier(raw.get("sessionId"), "sessionId", required=False),
+        project_path=_text(raw.get("cwd"), "cwd"),
+        is_sidechain=_flag(raw.get("isSidechain"), "isSidechain"),
+        host=host,
+    )
+
+
+def _cache_creation(usage: dict[str, object]) -> tuple[int, int]:
+    """(5-minute, 1-hour) cache writes. Without the split every write is a 5-minute one."""
+    total = _count(usage, "cache_creation_input_tokens")
+    split = usage.get("cache_creation")
+    if split is None:
+        return total, 0
+    if not isinstance(split, dict):
+        raise InvalidRecord("message.usage.cache_creation must be an object")
+    one_hour = min(_count(split, "ephemeral_1h_input_tokens"), total)
+    return total - one_hour, one_hour
+
+
+def _count(container: dict[str, object], key: str) -> int:
+    value = container.get(key, 0)
+    if value is None:
+        return 0
+    # bool is an int in Python; JSON true is no token count.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRecord(f"{key} must be a whole number, got {value!r}")
+    if value < 0:
+        raise InvalidRecord(f"{key} must not be negative, got {value}")
+    if value > MAX_TOKENS_PER_FIELD:
+        raise InvalidRecord(f"{key} is implausibly large ({value} > {MAX_TOKENS_PER_FIELD})")
+    return value
+
+
+def _identifier(value: object, name: str, *, required: bool) -> str:
+    if value is None or value == "":
+        if required:
+            raise InvalidRecord(f"{name} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{name} must be a string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidRecord(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{name} must be a string")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidRecord(f"{name} is longer than {MAX_TEXT_LENGTH} characters")
+    return value
+
+
+def _flag(value: object, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRecord(f"{name} must be true or false")
+    return value
+
+
+def _timestamp(value: object, now: datetime) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise InvalidRecord("timestamp is missing")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRecord(f"timestamp is not ISO 8601: {value[:40]!r}") from None
+    # Claude Code writes UTC with a Z; a naive time is taken as UTC too.
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed > now + MAX_CLOCK_SKEW:
+        raise InvalidRecord(f"timestamp {value} is more than a day in the future")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """An event of the log: a fact about one (message id, request id) of one user.
+
+    ``position`` is None until the log has stored it; positions grow in commit order.
+    A retraction carries the withdrawn copy's identity with zero tokens and cost.
+    """
+
+    kind: EventKind
+    user_id: int
+    revision: int
+    record: UsageRecord
+    cost_nanos: int
+    priced: bool
+    recorded_at: datetime
+    position: int | None = None
+    schema_version: int = EVENT_SCHEMA_VERSION
+
+    @property
+    def counted(self) -> bool:
+        return self.kind is not EventKind.RETRACTED

@@ -1,0 +1,42 @@
+"""``manage.py run_worker``: the periodic jobs (the Procfile's ``worker``).
+
+Every tick: catch every user's projection up to the log (repairs a crash between an
+ingest's commit and its projection), keep finished windows' totals, apply retention.
+"""
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from usage import projector, services
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the periodic jobs: projection catch-up, completed windows, retention."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--interval", type=float, default=60.0, help="seconds between ticks")
+        parser.add_argument("--once", action="store_true", help="run one tick and exit")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        while True:
+            self.tick()
+            if options["once"]:
+                return
+            time.sleep(options["interval"])
+
+    def tick(self) -> None:
+        now = datetime.now(tz=UTC)
+        try:
+            projector.catch_up_all()
+            projector.record_completed_windows(now=now)
+            pruned = services.prune_events(now=now)
+            if pruned:
+                log.info("retention pruned %s events", sum(pruned.values()))
+        except Exception:  # noqa: BLE001 -- a worker that dies stops retention for good
+            log.exception("worker tick failed; retrying next tick")

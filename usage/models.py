@@ -1,0 +1,68 @@
+"""The append-only event log and the few tables beside it. Only ``usage.store`` imports this."""
+
+from django.conf import settings
+from django.db import models
+
+
+class LoggedEvent(models.Model):
+    """One immutable event. ``position`` grows in commit order: appends are serialised (see
+    ``usage.store``), so a reader that has seen position N has seen every event below N.
+    Database triggers refuse UPDATE; DELETE is only for retention."""
+
+    position = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    kind = models.CharField(max_length=32)
+    schema_version = models.PositiveSmallIntegerField(default=1)
+    revision = models.PositiveIntegerField(default=0)
+    message_id = models.CharField(max_length=255)
+    request_id = models.CharField(max_length=255, blank=True, default="")
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+    model = models.CharField(max_length=255)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_5m_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_1h_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    priced = models.BooleanField(default=True)
+    session_id = models.CharField(max_length=255, blank=True, default="")
+    project_path = models.CharField(max_length=1024, blank=True, default="")
+    is_sidechain = models.BooleanField(default=False)
+    host = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        db_table = "usage_event"
+        constraints = [
+            # The last line of defence against double counting under concurrency.
+            models.UniqueConstraint(
+                fields=["user", "message_id", "request_id", "revision"],
+                name="usage_event_one_revision",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user", "position"], name="usage_event_user_position"),
+            models.Index(fields=["occurred_at"], name="usage_event_occurred_at"),
+        ]
+
+
+class CompletedWindow(models.Model):
+    """A finished 5-hour window's totals, kept 30 days so the "custom" plan can learn a
+    limit from history after retention has pruned the events themselves."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    align = models.CharField(max_length=8)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    input_output_tokens = models.PositiveBigIntegerField()
+    total_tokens = models.PositiveBigIntegerField()
+    cost_nanos = models.BigIntegerField()
+    messages = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "usage_completed_window"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "align", "start"], name="usage_window_once")
+        ]

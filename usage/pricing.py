@@ -1,0 +1,125 @@
+"""Tokens x model -> cost, from genai-prices' maintained price table (offline, versioned data).
+
+Costs are integers in nanodollars (1e-9 USD): every Anthropic price is a whole number of
+nanodollars per token, so sums are exact and adding events in any order gives the same total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
+
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
+
+SYNTHETIC_MODEL = "<synthetic>"
+NANOS_PER_USD = 1_000_000_000
+# Prices are quoted per million tokens; nanodollars per token = price * 1e9 / 1e6.
+_NANOS_PER_MTOK_UNIT = Decimal(1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    input_tokens: int
+    output_tokens: int
+    cache_creation_5m_tokens: int
+    cache_creation_1h_tokens: int
+    cache_read_tokens: int
+
+    @property
+    def context_tokens(self) -> int:
+        """What Anthropic compares with the long-context threshold: all input of the request."""
+        return (
+            self.input_tokens
+            + self.cache_creation_5m_tokens
+            + self.cache_creation_1h_tokens
+            + self.cache_read_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """USD per million tokens for one model at one time (and one context size)."""
+
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+
+
+def cost_nanos(model: str, tokens: TokenCounts, at: datetime) -> int | None:
+    """The request's cost in nanodollars, or None when no price is known for ``model``."""
+    if model == SYNTHETIC_MODEL:
+        return 0  # Claude Code's own placeholder records: never billed
+    rates = rates_for(model, at, context_tokens=tokens.context_tokens)
+    if rates is None:
+        return None
+    total = (
+        tokens.input_tokens * rates.input
+        + tokens.output_tokens * rates.output
+        + tokens.cache_creation_5m_tokens * rates.cache_write_5m
+        + tokens.cache_creation_1h_tokens * rates.cache_write_1h
+        + tokens.cache_read_tokens * rates.cache_read
+    ) * _NANOS_PER_MTOK_UNIT
+    return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def rates_for(model: str, at: datetime, *, context_tokens: int = 0) -> Rates | None:
+    """Rates in force at ``at``; above a long-context threshold the whole request pays the
+    premium tier (Anthropic's rule for 1M-context models)."""
+    price = _model_price(model, at.date().isoformat())
+    if price is None or price.input_mtok is None or price.output_mtok is None:
+        return None
+    size = context_tokens
+    input_rate = _rate(price.input_mtok, size)
+    return Rates(
+        input=input_rate,
+        output=_rate(price.output_mtok, size),
+        # Without a listed price, Anthropic's multipliers of the input price apply.
+        cache_write_5m=_rate(price.cache_write_mtok, size, default=input_rate * Decimal("1.25")),
+        cache_write_1h=_rate(price.cache_write_1h_mtok, size, default=input_rate * 2),
+        cache_read=_rate(price.cache_read_mtok, size, default=input_rate / 10),
+    )
+
+
+def price_table_version() -> str:
+    """Identifies the price data in use, for the API's metadata."""
+    import genai_prices
+
+    return f"genai-prices {getattr(genai_prices, '__version__', 'unknown')}"
+
+
+@lru_cache(maxsize=1024)
+def _model_price(model: str, day: str) -> ModelPrice | None:
+    # Cached per model and day: the lookup walks every model's match rules.
+    provider = _anthropic()
+    info = provider.find_model(model) if provider is not None else None
+    if info is None:
+        return None
+    return info.get_prices(datetime.fromisoformat(f"{day}T12:00:00+00:00"))
+
+
+@lru_cache(maxsize=1)
+def _anthropic():  # type: ignore[no-untyped-def]
+    for provider in data_snapshot.get_snapshot().providers:
+        if provider.id == "anthropic":
+            return provider
+    return None
+
+
+def _rate(
+    price: Decimal | TieredPrices | None, context_tokens: int, *, default: Decimal | None = None
+) -> Decimal:
+    """The rate for a request of ``context_tokens``: the highest tier it passes applies to the
+    whole request, not only to the tokens above the threshold."""
+    if price is None:
+        return default if default is not None else Decimal(0)
+    if not isinstance(price, TieredPrices):
+        return Decimal(price)
+    passed = [tier for tier in price.tiers if context_tokens > tier.start]
+    if passed:
+        return Decimal(max(passed, key=lambda tier: tier.start).price)
+    return Decimal(price.base)

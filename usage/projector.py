@@ -1,0 +1,164 @@
+"""Moves events from the log into the Redis read models: ``catch_up`` from the checkpoint.
+
+The log is the truth. After every ingest commit the writer catches the user up; if that
+fails (Redis down, process killed), the next catch-up, by the worker, a read, or
+``rebuild_projections``, repairs it from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from usage import notify, projections, store
+from usage.events import EventKind, UsageEvent
+from usage.projections import Contribution
+from usage.windows import WindowAlign, split_into_windows
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_BATCH = 5000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+COMPLETED_WINDOW_DAYS = 30
+
+
+def after_commit(user_id: int) -> None:
+    """Project and announce a just-committed ingest. Never raises: the log already holds
+    the data, and anything missed here is caught up later."""
+    try:
+        position = catch_up(user_id)
+    except Exception:  # noqa: BLE001 -- the ingest has committed; repair happens later
+        log.exception("projection catch-up failed for user %s; will retry", user_id)
+        return
+    notify.changed(user_id, position)
+
+
+def catch_up(user_id: int) -> int:
+    """Apply the user's events after the checkpoint; returns the new checkpoint."""
+    position = projections.checkpoint(user_id)
+    if position is None:
+        projections.drop_user(user_id)  # a partial projection would be added to twice
+        projections.reset_checkpoint(user_id)
+        position = 0
+    while True:
+        events = store.events_after(user_id, position, limit=CATCH_UP_BATCH)
+        if not events:
+            return position
+        position = projections.apply(user_id, _contributions(user_id, events))
+
+
+def ensure_current(user_id: int) -> None:
+    """Before answering a read: rebuild when Redis has lost the user's projection."""
+    if projections.checkpoint(user_id) is None:
+        catch_up(user_id)
+
+
+def rebuild_user(user_id: int) -> int:
+    projections.drop_user(user_id)
+    return catch_up(user_id)
+
+
+def rebuild_all() -> dict[int, int]:
+    """Rebuild every projection from the log (``manage.py rebuild_projections``)."""
+    projections.drop_all()
+    return {user_id: catch_up(user_id) for user_id in store.user_ids_with_events()}
+
+
+def catch_up_all() -> dict[int, int]:
+    return {user_id: catch_up(user_id) for user_id in store.user_ids_with_events()}
+
+
+def record_completed_windows(*, now: datetime) -> int:
+    """Keep the totals of every finished 5-hour window in the database (30 days), so that
+    the "custom" plan can learn a limit after retention prunes the events."""
+    saved = 0
+    since = now - timedelta(days=COMPLETED_WINDOW_DAYS)
+    for user_id in store.user_ids_with_events():
+        saved += _save_windows(user_id, store.events_between(user_id, since, now), now)
+    return saved
+
+
+def _save_windows(user_id: int, events: list[UsageEvent], now: datetime) -> int:
+    latest = _latest_revisions(events)
+    saved = 0
+    for align in WindowAlign:
+        for window in split_into_windows([e.record.timestamp for e in latest], align):
+            if window.is_active(now) or window.end > now:
+                continue
+            inside = [e for e in latest if window.start <= e.record.timestamp <= window.end]
+            store.save_completed_window(
+                user_id=user_id,
+                align=align.value,
+                start=window.start,
+                end=window.end,
+                totals=_window_totals(inside),
+            )
+            saved += 1
+    return saved
+
+
+def _latest_revisions(events: list[UsageEvent]) -> list[UsageEvent]:
+    latest: dict[tuple[str, str], UsageEvent] = {}
+    for event in events:
+        key = (event.record.message_id, event.record.request_id)
+        if key not in latest or latest[key].revision < event.revision:
+            latest[key] = event
+    return [e for e in latest.values() if e.counted]
+
+
+def _window_totals(events: list[UsageEvent]) -> dict[str, int]:
+    return {
+        "input_output_tokens": sum(e.record.input_tokens + e.record.output_tokens for e in events),
+        "total_tokens": sum(e.record.total_tokens for e in events),
+        "cost_nanos": sum(e.cost_nanos for e in events),
+        "messages": len(events),
+    }
+
+
+def _contributions(
+    user_id: int, events: Sequence[UsageEvent]
+) -> list[tuple[int, list[Contribution]]]:
+    """Each event's effect: a revision or retraction first takes back the copy it replaces
+    (looked up in the log; if retention pruned it, the rebuild that followed the prune
+    already removed it), then adds its own copy."""
+    previous = store.previous_revisions(user_id, events)
+    in_batch = {(e.record.message_id, e.record.request_id, e.revision): e for e in events}
+    out = []
+    for event in events:
+        changes = []
+        if event.revision:
+            key = (event.record.message_id, event.record.request_id, event.revision - 1)
+            replaced = in_batch.get(key) or previous.get(key)
+            if replaced is not None and replaced.counted:
+                changes.append(_contribution(replaced, sign=-1))
+        if event.kind is not EventKind.RETRACTED:
+            changes.append(_contribution(event, sign=1))
+        assert event.position is not None
+        out.append((event.position, changes))
+    return out
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, in integers (float seconds * 1000 can round down)."""
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def _contribution(event: UsageEvent, *, sign: int) -> Contribution:
+    record = event.record
+    return Contribution(
+        sign=sign,
+        timestamp_ms=epoch_ms(record.timestamp),
+        model=record.model,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_creation_tokens=record.cache_creation_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        messages=1,
+        cost_nanos=event.cost_nanos,
+        session_id=record.session_id,
+        project_path=record.project_path,
+        member=f"{record.message_id}|{record.request_id}",
+        unpriced=not event.priced,
+        host=record.host,
+    )

@@ -1,0 +1,297 @@
+"""Read entry points: every answer comes from the Redis projections, so its cost does not
+grow with the size of the log. Each takes ``now`` (read once by the caller)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from usage import projections, projector, snapshots, store
+from usage.projections import Bucket
+from usage.snapshots import Totals
+from usage.windows import (
+    CUSTOM_PLAN,
+    WINDOW_LENGTH,
+    RateLimitState,
+    Window,
+    WindowAlign,
+    burn_rate,
+    rate_limit_state,
+    resolve_token_limit,
+)
+
+MINUTE = 60
+HOUR = 3600
+INTERVALS = {"1min": 60, "5min": 300, "15min": 900, "1hour": 3600}
+COMPLETED_WINDOW_HISTORY = timedelta(days=30)
+
+
+class NotFound(LookupError):
+    """The named thing does not exist for this user."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    plan: str
+    token_limit: int | None
+    window_align: WindowAlign
+
+
+def dashboard(
+    *, user_id: int, now: datetime, hours: float, limits: LimitSettings
+) -> dict[str, object]:
+    projector.ensure_current(user_id)
+    start = now - timedelta(hours=hours)
+    (summary, models), (last_hour, _) = projections.sum_groups(
+        user_id, [_range_keys(start, now), _last_hour_keys(now)], with_models=True
+    )
+    burn = _burn(last_hour)
+    return snapshots.dashboard(
+        totals=_totals(summary),
+        hours=hours,
+        burn=burn,
+        models={name: _totals(bucket) for name, bucket in models.items()},
+        rate_limit=_rate_limit(user_id, now, limits, burn.tokens_per_minute),
+        unpriced_models=projections.unpriced_models(user_id),
+    )
+
+
+def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> dict[str, object]:
+    """Every interval bucket from the one holding ``now - hours`` to the one holding ``now``,
+    aligned to UTC interval boundaries, oldest first, empty ones included."""
+    projector.ensure_current(user_id)
+    step = INTERVALS[interval]
+    first = _floor(_epoch(now - timedelta(hours=hours)), step)
+    last = _floor(_epoch(now), step)
+    starts = list(range(first, last + 1, step))
+    groups = [_bucket_keys(slot, slot + step) for slot in starts]
+    sums = projections.sum_groups(user_id, groups)
+    return {
+        "start_time": _moment(first).isoformat(),
+        "end_time": _moment(last + step).isoformat(),
+        "interval": interval,
+        "data_points": [
+            snapshots.timeseries_point(_moment(slot), _totals(bucket))
+            for slot, (bucket, _) in zip(starts, sums, strict=True)
+        ],
+    }
+
+
+def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, object]:
+    projector.ensure_current(user_id)
+    (totals, _), (last_hour, _) = projections.sum_groups(
+        user_id, [["tot"], _last_hour_keys(now)]
+    )
+    return snapshots.stats(
+        totals=_totals(totals),
+        sessions=projections.session_count(user_id),
+        projects=projections.project_count(user_id),
+        rate_limit=_rate_limit(user_id, now, limits, _burn(last_hour).tokens_per_minute),
+        unpriced_models=projections.unpriced_models(user_id),
+        hosts=[_host(fields) for fields in projections.hosts(user_id)],
+    )
+
+
+def project_list(*, user_id: int) -> dict[str, object]:
+    projector.ensure_current(user_id)
+    listed = _named_projects(user_id)
+    return {"projects": listed, "count": len(listed)}
+
+
+def project_detail(*, user_id: int, name: str) -> dict[str, object]:
+    project = _find_project(user_id, name)
+    found = _sessions(user_id, project)
+    return {**project, "sessions": found}
+
+
+def project_sessions(*, user_id: int, name: str) -> dict[str, object]:
+    project = _find_project(user_id, name)
+    found = _sessions(user_id, project)
+    return {"project": project["name"], "sessions": found, "count": len(found)}
+
+
+def _rate_limit(
+    user_id: int, now: datetime, limits: LimitSettings, tokens_per_minute: float
+) -> RateLimitState:
+    window = _last_window(user_id, limits.window_align)
+    active = window if window is not None and window.is_active(now) else None
+    window_totals = Bucket()
+    if active is not None:
+        window_totals = projections.sum_groups(
+            user_id, [_range_keys(active.start, active.end, inclusive_end=True)]
+        )[0][0]
+    history = []
+    if limits.plan == CUSTOM_PLAN and limits.token_limit is None:
+        history = store.completed_window_totals(
+            user_id, limits.window_align.value, now - COMPLETED_WINDOW_HISTORY
+        )
+    return rate_limit_state(
+        window=active,
+        window_tokens=window_totals.total_tokens,
+        window_input_output_tokens=window_totals.input_output_tokens,
+        plan=limits.plan,
+        token_limit=resolve_token_limit(
+            plan=limits.plan, token_limit=limits.token_limit, completed_window_totals=history
+        ),
+        tokens_per_minute=tokens_per_minute,
+        now=now,
+    )
+
+
+def _last_window(user_id: int, align: WindowAlign) -> Window | None:
+    found = projections.last_window(user_id, align.value)
+    if found is None:
+        return None
+    start, first, last = (_moment_ms(value) for value in found)
+    return Window(
+        start=start, end=start + WINDOW_LENGTH, first_message_at=first, last_message_at=last
+    )
+
+
+def _burn(last_hour: Bucket):  # type: ignore[no-untyped-def]
+    return burn_rate(
+        input_output_tokens_last_hour=last_hour.input_output_tokens,
+        all_tokens_last_hour=last_hour.total_tokens,
+        cost_last_hour_usd=last_hour.cost_nanos / snapshots.NANOS_PER_USD,
+    )
+
+
+def _named_projects(user_id: int) -> list[dict[str, object]]:
+    """The seed's project objects. ``name`` is the cwd's last component; when two paths of
+    one user share it, the one seen first keeps it and the others get ``-2``, ``-3``..."""
+    raw = sorted(projections.projects(user_id), key=lambda p: (int(p.get("first", 0)), p["path"]))
+    taken: dict[str, int] = {}
+    out = []
+    for fields in raw:
+        base = _last_component(fields.get("path", ""))
+        taken[base] = taken.get(base, 0) + 1
+        name = base if taken[base] == 1 else f"{base}-{taken[base]}"
+        out.append(_project(fields, name))
+    return out
+
+
+def _find_project(user_id: int, name: str) -> dict[str, object]:
+    projector.ensure_current(user_id)
+    for project in _named_projects(user_id):
+        if project["name"] == name or str(project["id"]) == name:
+            return project
+    raise NotFound(f"No project named {name!r}")
+
+
+def _sessions(user_id: int, project: dict[str, object]) -> list[dict[str, object]]:
+    found = [_session(fields) for fields in projections.sessions(user_id, str(project["id"]))]
+    return sorted(found, key=lambda s: str(s["last_activity"]), reverse=True)
+
+
+def _project(fields: dict[str, str], name: str) -> dict[str, object]:
+    totals = _totals_from_fields(fields)
+    return {
+        "id": int(fields["id"]),
+        "name": name,
+        "path": fields.get("path", ""),
+        "total_tokens": totals.total_tokens,
+        "total_sessions": int(fields.get("sessions", 0)),
+        "total_cost": snapshots.usd(totals.cost_nanos),
+        "created_at": _iso_ms(fields.get("first")),
+        "updated_at": _iso_ms(fields.get("last")),
+        "total_messages": totals.messages,
+        "input_tokens": totals.input_tokens,
+        "output_tokens": totals.output_tokens,
+        "cache_creation_tokens": totals.cache_creation_tokens,
+        "cache_read_tokens": totals.cache_read_tokens,
+    }
+
+
+def _session(fields: dict[str, str]) -> dict[str, object]:
+    totals = _totals_from_fields(fields)
+    return {
+        "session_id": fields.get("session", ""),
+        "total_tokens": totals.total_tokens,
+        "input_tokens": totals.input_tokens,
+        "output_tokens": totals.output_tokens,
+        "cache_creation_tokens": totals.cache_creation_tokens,
+        "cache_read_tokens": totals.cache_read_tokens,
+        "total_messages": totals.messages,
+        "total_cost": snapshots.usd(totals.cost_nanos),
+        "first_activity": _iso_ms(fields.get("first")),
+        "last_activity": _iso_ms(fields.get("last")),
+    }
+
+
+def _host(fields: dict[str, str]) -> dict[str, object]:
+    totals = _totals_from_fields(fields)
+    return {
+        "host": fields["host"],
+        "total_tokens": totals.total_tokens,
+        "total_messages": totals.messages,
+        "total_cost_usd": snapshots.usd(totals.cost_nanos),
+        "last_seen": _iso_ms(fields.get("last")),
+    }
+
+
+def _totals_from_fields(fields: dict[str, str]) -> Totals:
+    return Totals(*(int(fields.get(name, 0)) for name in projections.SUM_FIELDS))
+
+
+def _totals(bucket: Bucket) -> Totals:
+    return Totals(
+        input_tokens=bucket.input_tokens,
+        output_tokens=bucket.output_tokens,
+        cache_creation_tokens=bucket.cache_creation_tokens,
+        cache_read_tokens=bucket.cache_read_tokens,
+        messages=bucket.messages,
+        cost_nanos=bucket.cost_nanos,
+    )
+
+
+def _range_keys(start: datetime, end: datetime, *, inclusive_end: bool = True) -> list[str]:
+    """Bucket keys covering the minutes from ``start``'s to ``end``'s (inclusive)."""
+    first = _floor(_epoch(start), MINUTE)
+    last = _floor(_epoch(end), MINUTE) + (MINUTE if inclusive_end else 0)
+    return _bucket_keys(first, last)
+
+
+def _last_hour_keys(now: datetime) -> list[str]:
+    """The 60 minute buckets ending with the current (partial) one: the burn-rate hour."""
+    current = _floor(_epoch(now), MINUTE)
+    return _bucket_keys(current - 59 * MINUTE, current + MINUTE)
+
+
+def _bucket_keys(start: int, end: int) -> list[str]:
+    """Keys for [start, end) in epoch seconds (minute-aligned): whole hours from the hourly
+    rollups, the ragged edges from minute buckets."""
+    keys = []
+    moment = start
+    while moment < end:
+        if moment % HOUR == 0 and moment + HOUR <= end:
+            keys.append(f"h:{moment}")
+            moment += HOUR
+        else:
+            keys.append(f"m:{moment}")
+            moment += MINUTE
+    return keys
+
+
+def _last_component(path: str) -> str:
+    parts = [part for part in path.replace("\\", "/").split("/") if part]
+    return parts[-1] if parts else "unknown"
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp() // 1)
+
+
+def _floor(seconds: int, step: int) -> int:
+    return seconds - seconds % step
+
+
+def _moment(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _moment_ms(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(0, tz=UTC) + timedelta(milliseconds=milliseconds)
+
+
+def _iso_ms(value: str | None) -> str | None:
+    return None if not value else _moment_ms(int(float(value))).isoformat()

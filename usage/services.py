@@ -1,0 +1,138 @@
+"""Write entry points. Views, commands and consumers call these and nothing below them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from usage import projector, store
+from usage.dedupe import Decision, decide
+from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord, parse_record
+from usage.pricing import TokenCounts, cost_nanos
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    skipped: int
+    expired: int
+    rejected: list[Rejection] = field(default_factory=list)
+    unpriced_models: list[str] = field(default_factory=list)
+    last_position: int | None = None
+
+
+def ingest_records(
+    *, user_id: int, records: Sequence[object], host: str, now: datetime
+) -> IngestResult:
+    """Append the usage in ``records`` to the user's log, counting every message once.
+
+    Parsing and pricing happen before the append lock is taken; inside it only the
+    duplicate check and the insert run, so concurrent ingests wait as little as possible.
+    """
+    parsed, rejected, skipped, expired = _parse(records, host=host, now=now)
+    with store.appending():
+        logged = store.latest_entries(user_id, {record.message_id for record in parsed})
+        outcome = decide(parsed, logged)
+        events = store.append([_event(user_id, decision, now) for decision in outcome.decisions])
+        # Projections and broadcasts follow the commit; a crash in between is repaired by
+        # catching up from the projection's checkpoint.
+        transaction.on_commit(lambda: projector.after_commit(user_id))
+    return IngestResult(
+        accepted=len(parsed) - outcome.duplicates,
+        duplicates=outcome.duplicates,
+        skipped=skipped,
+        expired=expired,
+        rejected=rejected,
+        unpriced_models=sorted({e.record.model for e in events if not e.priced}),
+        last_position=events[-1].position if events else None,
+    )
+
+
+def prune_events(*, now: datetime) -> dict[int, int]:
+    """Retention: delete events older than ``USAGE_RETENTION_HOURS`` and rebuild the
+    projections of the users who lost some. Nothing younger than the horizon is touched."""
+    cutoff = retention_cutoff(now)
+    if cutoff is None:
+        return {}
+    projector.record_completed_windows(now=now)
+    deleted = store.delete_older_than(cutoff)
+    for user_id in deleted:
+        projector.rebuild_user(user_id)
+    store.delete_completed_windows_before(now - timedelta(days=30))
+    return deleted
+
+
+def retention_cutoff(now: datetime) -> datetime | None:
+    hours = float(settings.USAGE_RETENTION_HOURS)
+    return None if hours <= 0 else now - timedelta(hours=hours)
+
+
+def _parse(
+    records: Sequence[object], *, host: str, now: datetime
+) -> tuple[list[UsageRecord], list[Rejection], int, int]:
+    cutoff = retention_cutoff(now)
+    parsed: list[UsageRecord] = []
+    rejected: list[Rejection] = []
+    skipped = expired = 0
+    for index, raw in enumerate(records):
+        try:
+            record = parse_record(raw, host=host, now=now)
+        except InvalidRecord as error:
+            rejected.append(Rejection(index, error.code, error.message))
+            continue
+        if record is None:
+            skipped += 1
+        elif cutoff is not None and record.timestamp < cutoff:
+            expired += 1  # retention would delete it at once; storing it would only churn
+        else:
+            parsed.append(record)
+    return parsed, rejected, skipped, expired
+
+
+def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
+    record = decision.record
+    if decision.kind is EventKind.RETRACTED:
+        # The withdrawn copy's identity, none of its usage.
+        record = replace(
+            record,
+            input_tokens=0,
+            output_tokens=0,
+            cache_creation_5m_tokens=0,
+            cache_creation_1h_tokens=0,
+            cache_read_tokens=0,
+        )
+    cost = cost_nanos(record.model, _token_counts(record), record.timestamp)
+    return UsageEvent(
+        kind=decision.kind,
+        user_id=user_id,
+        revision=decision.revision,
+        record=record,
+        cost_nanos=cost or 0,
+        priced=cost is not None,
+        recorded_at=now,
+    )
+
+
+def _token_counts(record: UsageRecord) -> TokenCounts:
+    return TokenCounts(
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_creation_5m_tokens=record.cache_creation_5m_tokens,
+        cache_creation_1h_tokens=record.cache_creation_1h_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+    )

@@ -1,0 +1,172 @@
+"""The JSON shapes of the seed's API, built from plain values. Pure: standard library only.
+
+REST views and the WebSocket consumer both send what these functions return, so a
+dashboard reads the same fields whichever way it subscribes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from usage.windows import BurnRate, RateLimitState
+
+NANOS_PER_USD = 1_000_000_000
+SYNTHETIC_MODEL = "<synthetic>"
+NO_ACTIVE_WINDOW = "No active window"
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    messages: int = 0
+    cost_nanos: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+
+def usd(cost_nanos: int) -> float:
+    return round(cost_nanos / NANOS_PER_USD, 6)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def dashboard(
+    *,
+    totals: Totals,
+    hours: float,
+    burn: BurnRate,
+    models: Mapping[str, Totals],
+    rate_limit: RateLimitState,
+    unpriced_models: Sequence[str],
+) -> dict[str, object]:
+    return {
+        "summary": {
+            "total_tokens": totals.total_tokens,
+            "total_cost_usd": usd(totals.cost_nanos),
+            "total_messages": totals.messages,
+            "time_range_hours": _number(hours),
+            "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens,
+            "cache_creation_tokens": totals.cache_creation_tokens,
+            "cache_read_tokens": totals.cache_read_tokens,
+            "unpriced_models": list(unpriced_models),
+        },
+        "burn_rate": {
+            "tokens_per_minute": burn.tokens_per_minute,
+            "cost_per_minute_usd": burn.cost_per_minute_usd,
+            "all_tokens_per_minute": burn.all_tokens_per_minute,
+        },
+        "model_distribution": model_distribution(models),
+        "rate_limit": rate_limit_block(rate_limit),
+    }
+
+
+def model_distribution(models: Mapping[str, Totals]) -> list[dict[str, object]]:
+    """Per-model shares of the tokens, largest first; Claude Code's own ``<synthetic>``
+    placeholder records are no model and are left out."""
+    real = {name: t for name, t in models.items() if name != SYNTHETIC_MODEL and t.messages}
+    grand_total = sum(t.total_tokens for t in real.values())
+    ordered = sorted(real.items(), key=lambda item: (-item[1].total_tokens, item[0]))
+    return [
+        {
+            "model": name,
+            "tokens": t.total_tokens,
+            "messages": t.messages,
+            "cost_usd": usd(t.cost_nanos),
+            "percentage": round(100 * t.total_tokens / grand_total, 1) if grand_total else 0.0,
+            "input_tokens": t.input_tokens,
+            "output_tokens": t.output_tokens,
+            "cache_creation_tokens": t.cache_creation_tokens,
+            "cache_read_tokens": t.cache_read_tokens,
+        }
+        for name, t in ordered
+    ]
+
+
+def rate_limit_block(state: RateLimitState) -> dict[str, object]:
+    prediction = state.prediction
+    return {
+        "current_window_tokens": state.current_window_tokens,
+        "current_window_start": iso(state.current_window_start),
+        "next_reset_at": iso(state.next_reset_at),
+        "time_until_reset_seconds": state.time_until_reset_seconds,
+        "time_until_reset_human": _reset_human(state),
+        "is_within_active_window": state.is_within_active_window,
+        "token_limit": state.token_limit,
+        "limit_tokens_used": state.limit_tokens_used,
+        "used_percentage": state.used_percentage,
+        "plan": state.plan,
+        "source": "estimate",
+        "predictions": {
+            "tokens_will_run_out": prediction.tokens_will_run_out,
+            "estimated_time_to_limit": prediction.estimated_time_to_limit,
+            "estimated_limit_at": iso(prediction.estimated_limit_at),
+        },
+    }
+
+
+def stats(
+    *,
+    totals: Totals,
+    sessions: int,
+    projects: int,
+    rate_limit: RateLimitState,
+    unpriced_models: Sequence[str],
+    hosts: Sequence[Mapping[str, object]],
+) -> dict[str, object]:
+    active = rate_limit.is_within_active_window
+    return {
+        "total_tokens": totals.total_tokens,
+        "total_input_tokens": totals.input_tokens,
+        "total_output_tokens": totals.output_tokens,
+        "total_cache_creation_tokens": totals.cache_creation_tokens,
+        "total_cache_read_tokens": totals.cache_read_tokens,
+        "total_sessions": sessions,
+        "total_messages": totals.messages,
+        "projects": projects,
+        "current_window_tokens": rate_limit.current_window_tokens,
+        "next_reset_at": iso(rate_limit.next_reset_at),
+        "time_until_reset_seconds": rate_limit.time_until_reset_seconds,
+        "time_until_reset_human": f"{_reset_human(rate_limit)} remaining"
+        if active
+        else NO_ACTIVE_WINDOW,
+        "is_within_active_window": active,
+        "total_cost_usd": usd(totals.cost_nanos),
+        "unpriced_models": list(unpriced_models),
+        "hosts": list(hosts),
+    }
+
+
+def timeseries_point(moment: datetime, totals: Totals) -> dict[str, object]:
+    return {
+        "timestamp": moment.isoformat(),
+        "total_tokens": totals.total_tokens,
+        "input_tokens": totals.input_tokens,
+        "output_tokens": totals.output_tokens,
+        "cache_creation_tokens": totals.cache_creation_tokens,
+        "cache_read_tokens": totals.cache_read_tokens,
+        "message_count": totals.messages,
+        "cost_usd": usd(totals.cost_nanos),
+    }
+
+
+def _reset_human(state: RateLimitState) -> str:
+    return state.time_until_reset_human if state.is_within_active_window else NO_ACTIVE_WINDOW
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value

@@ -1,0 +1,220 @@
+"""The event log: append, read after a position, prune. No update; no other delete.
+
+Appends are serialised. An auto-increment id alone is not a safe cursor: a transaction that
+took id 7 can commit after one that took id 8, and a reader that saw 8 would skip 7 forever.
+Holding an exclusive lock on the table from before the ids are drawn until commit makes id
+order equal commit order. On SQLite the IMMEDIATE transaction's database write lock does the
+same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+from django.db import connection, transaction
+
+from usage.dedupe import Entry
+from usage.events import EventKind, UsageEvent, UsageRecord
+from usage.models import CompletedWindow, LoggedEvent
+
+_READ_FIELDS = (
+    "position",
+    "user_id",
+    "kind",
+    "revision",
+    "message_id",
+    "request_id",
+    "occurred_at",
+    "recorded_at",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_5m_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "priced",
+    "session_id",
+    "project_path",
+    "is_sidechain",
+    "host",
+    "schema_version",
+)
+
+
+@contextmanager
+def appending() -> Iterator[None]:
+    """A transaction holding the log's append lock until it commits."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # EXCLUSIVE blocks other writers but not plain SELECTs.
+                cursor.execute(f"LOCK TABLE {LoggedEvent._meta.db_table} IN EXCLUSIVE MODE")
+        yield
+
+
+def latest_entries(user_id: int, message_ids: Iterable[str]) -> list[Entry]:
+    """The newest revision of every logged (message id, request id) among ``message_ids``."""
+    latest: dict[tuple[str, str], UsageEvent] = {}
+    ids = sorted(set(message_ids))
+    for start in range(0, len(ids), 500):  # keeps the IN list under every backend's limit
+        rows = LoggedEvent.objects.filter(user_id=user_id, message_id__in=ids[start : start + 500])
+        for event in _events(rows.values_list(*_READ_FIELDS)):
+            key = (event.record.message_id, event.record.request_id)
+            if key not in latest or latest[key].revision < event.revision:
+                latest[key] = event
+    return [_entry(event) for event in latest.values()]
+
+
+def append(events: Sequence[UsageEvent]) -> list[UsageEvent]:
+    """Append ``events`` (inside ``appending()``); returns them with their positions."""
+    rows = LoggedEvent.objects.bulk_create([_row(event) for event in events])
+    return [
+        UsageEvent(**{**_fields(event), "position": row.position})
+        for event, row in zip(events, rows, strict=True)
+    ]
+
+
+def events_after(user_id: int, position: int, *, limit: int = 5000) -> list[UsageEvent]:
+    """The user's events after ``position``, oldest first."""
+    rows = LoggedEvent.objects.filter(user_id=user_id, position__gt=position).order_by("position")
+    return _events(rows[:limit].values_list(*_READ_FIELDS))
+
+
+def previous_revisions(user_id: int, events: Sequence[UsageEvent]) -> dict[tuple[str, str, int], UsageEvent]:
+    """The revision before each revision/retraction in ``events``, keyed by
+    (message id, request id, revision). Missing keys were pruned by retention."""
+    wanted = {
+        (e.record.message_id, e.record.request_id, e.revision - 1) for e in events if e.revision
+    }
+    if not wanted:
+        return {}
+    message_ids = {message_id for message_id, _, _ in wanted}
+    rows = LoggedEvent.objects.filter(user_id=user_id, message_id__in=message_ids)
+    found = {}
+    for event in _events(rows.values_list(*_READ_FIELDS)):
+        key = (event.record.message_id, event.record.request_id, event.revision)
+        if key in wanted:
+            found[key] = event
+    return found
+
+
+def last_position(user_id: int) -> int:
+    row = LoggedEvent.objects.filter(user_id=user_id).order_by("-position").values_list(
+        "position", flat=True
+    )[:1]
+    return next(iter(row), 0)
+
+
+def user_ids_with_events() -> list[int]:
+    return list(LoggedEvent.objects.values_list("user_id", flat=True).distinct().order_by())
+
+
+def delete_older_than(cutoff: datetime) -> dict[int, int]:
+    """Retention: delete events that happened before ``cutoff``. Returns deleted counts by
+    user. Takes the append lock so that no reader sees a half-pruned log."""
+    with appending():
+        doomed = LoggedEvent.objects.filter(occurred_at__lt=cutoff)
+        counts: dict[int, int] = {}
+        for user_id in doomed.values_list("user_id", flat=True).distinct().order_by():
+            counts[user_id] = doomed.filter(user_id=user_id).count()
+        if counts:
+            doomed.delete()
+    return counts
+
+
+def events_between(user_id: int, start: datetime, end: datetime) -> list[UsageEvent]:
+    rows = LoggedEvent.objects.filter(
+        user_id=user_id, occurred_at__gte=start, occurred_at__lte=end
+    ).order_by("position")
+    return _events(rows.values_list(*_READ_FIELDS))
+
+
+def save_completed_window(
+    *, user_id: int, align: str, start: datetime, end: datetime, totals: dict[str, int]
+) -> None:
+    CompletedWindow.objects.update_or_create(
+        user_id=user_id, align=align, start=start, defaults={"end": end, **totals}
+    )
+
+
+def completed_window_totals(user_id: int, align: str, since: datetime) -> list[int]:
+    rows = CompletedWindow.objects.filter(user_id=user_id, align=align, start__gte=since)
+    return list(rows.values_list("input_output_tokens", flat=True))
+
+
+def delete_completed_windows_before(cutoff: datetime) -> int:
+    deleted, _ = CompletedWindow.objects.filter(start__lt=cutoff).delete()
+    return deleted
+
+
+def _row(event: UsageEvent) -> LoggedEvent:
+    record = event.record
+    return LoggedEvent(
+        user_id=event.user_id,
+        kind=event.kind.value,
+        schema_version=event.schema_version,
+        revision=event.revision,
+        message_id=record.message_id,
+        request_id=record.request_id,
+        occurred_at=record.timestamp,
+        recorded_at=event.recorded_at,
+        model=record.model,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_creation_5m_tokens=record.cache_creation_5m_tokens,
+        cache_creation_1h_tokens=record.cache_creation_1h_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        cost_nanos=event.cost_nanos,
+        priced=event.priced,
+        session_id=record.session_id,
+        project_path=record.project_path,
+        is_sidechain=record.is_sidechain,
+        host=record.host,
+    )
+
+
+def _events(rows: Iterable[tuple[object, ...]]) -> list[UsageEvent]:
+    return [_event(row) for row in rows]
+
+
+def _event(row: tuple) -> UsageEvent:  # type: ignore[type-arg]
+    (position, user_id, kind, revision, message_id, request_id, occurred_at, recorded_at,
+     model, input_tokens, output_tokens, cache_5m, cache_1h, cache_read, cost_nanos, priced,
+     session_id, project_path, is_sidechain, host, schema_version) = row  # fmt: skip
+    record = UsageRecord(
+        message_id=message_id,
+        request_id=request_id,
+        timestamp=occurred_at,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_creation_5m_tokens=cache_5m,
+        cache_creation_1h_tokens=cache_1h,
+        cache_read_tokens=cache_read,
+        session_id=session_id,
+        project_path=project_path,
+        is_sidechain=is_sidechain,
+        host=host,
+    )
+    return UsageEvent(
+        kind=EventKind(kind),
+        user_id=user_id,
+        revision=revision,
+        record=record,
+        cost_nanos=cost_nanos,
+        priced=priced,
+        recorded_at=recorded_at,
+        position=position,
+        schema_version=schema_version,
+    )
+
+
+def _entry(event: UsageEvent) -> Entry:
+    return Entry(record=event.record, revision=event.revision, counted=event.counted)
+
+
+def _fields(event: UsageEvent) -> dict[str, object]:
+    return {name: getattr(event, name) for name in UsageEvent.__dataclass_fields__}
