@@ -7,8 +7,8 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 django_http = get_asgi_application()  # sets Django up before the consumers import models
 
-from realtime.routing import websocket_application  # noqa: E402
-
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from realtime.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter({"http": django_http, "websocket": websocket_application})

@@ -47,6 +47,9 @@ class LoggedEvent(models.Model):
             models.Index(fields=["occurred_at"], name="usage_event_occurred_at"),
         ]
 
+    def __str__(self) -> str:
+        return f"#{self.position} {self.kind} {self.message_id}"
+
 
 class CompletedWindow(models.Model):
     """A finished 5-hour window's totals, kept 30 days so the "custom" plan can learn a
@@ -66,3 +69,6 @@ class CompletedWindow(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["user", "align", "start"], name="usage_window_once")
         ]
+
+    def __str__(self) -> str:
+        return f"window {self.start:%Y-%m-%d %H:%M} ({self.align})"

@@ -27,5 +27,5 @@ def changed(user_id: int, position: int) -> None:
         async_to_sync(layer.group_send)(
             user_group(user_id), {"type": "usage.changed", "position": position}
         )
-    except Exception:  # noqa: BLE001 -- a lost prompt is repaired by the next one or a resync
+    except Exception:
         log.warning("could not announce change for user %s", user_id, exc_info=True)

@@ -99,7 +99,8 @@ def _model_price(model: str, day: str) -> ModelPrice | None:
     info = provider.find_model(model) if provider is not None else None
     if info is None:
         return None
-    return info.get_prices(datetime.fromisoformat(f"{day}T12:00:00+00:00"))
+    price: ModelPrice = info.get_prices(datetime.fromisoformat(f"{day}T12:00:00+00:00"))
+    return price
 
 
 @lru_cache(maxsize=1)

@@ -247,12 +247,13 @@ def project_id(project_path: str) -> int:
     return int(hashlib.blake2b(project_path.encode(), digest_size=8).hexdigest()[:13], 16)
 
 
-def client() -> redis.Redis:
+def client() -> Any:
+    """The shared client (decoded strings; redis-py's types cannot express that)."""
     return _client(settings.REDIS_URL)
 
 
 @lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
+def _client(url: str) -> Any:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 

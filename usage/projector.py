@@ -28,7 +28,7 @@ def after_commit(user_id: int) -> None:
     the data, and anything missed here is caught up later."""
     try:
         position = catch_up(user_id)
-    except Exception:  # noqa: BLE001 -- the ingest has committed; repair happens later
+    except Exception:
         log.exception("projection catch-up failed for user %s; will retry", user_id)
         return
     notify.changed(user_id, position)

@@ -79,9 +79,7 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
 
 def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, object]:
     projector.ensure_current(user_id)
-    (totals, _), (last_hour, _) = projections.sum_groups(
-        user_id, [["tot"], _last_hour_keys(now)]
-    )
+    (totals, _), (last_hour, _) = projections.sum_groups(user_id, [["tot"], _last_hour_keys(now)])
     return snapshots.stats(
         totals=_totals(totals),
         sessions=projections.session_count(user_id),

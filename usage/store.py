@@ -9,6 +9,7 @@ same.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -72,7 +73,7 @@ def append(events: Sequence[UsageEvent]) -> list[UsageEvent]:
     """Append ``events`` (inside ``appending()``); returns them with their positions."""
     rows = LoggedEvent.objects.bulk_create([_row(event) for event in events])
     return [
-        UsageEvent(**{**_fields(event), "position": row.position})
+        dataclasses.replace(event, position=row.position)
         for event, row in zip(events, rows, strict=True)
     ]
 
@@ -83,7 +84,9 @@ def events_after(user_id: int, position: int, *, limit: int = 5000) -> list[Usag
     return _events(rows[:limit].values_list(*_READ_FIELDS))
 
 
-def previous_revisions(user_id: int, events: Sequence[UsageEvent]) -> dict[tuple[str, str, int], UsageEvent]:
+def previous_revisions(
+    user_id: int, events: Sequence[UsageEvent]
+) -> dict[tuple[str, str, int], UsageEvent]:
     """The revision before each revision/retraction in ``events``, keyed by
     (message id, request id, revision). Missing keys were pruned by retention."""
     wanted = {
@@ -102,9 +105,11 @@ def previous_revisions(user_id: int, events: Sequence[UsageEvent]) -> dict[tuple
 
 
 def last_position(user_id: int) -> int:
-    row = LoggedEvent.objects.filter(user_id=user_id).order_by("-position").values_list(
-        "position", flat=True
-    )[:1]
+    row = (
+        LoggedEvent.objects.filter(user_id=user_id)
+        .order_by("-position")
+        .values_list("position", flat=True)[:1]
+    )
     return next(iter(row), 0)
 
 
@@ -214,7 +219,3 @@ def _event(row: tuple) -> UsageEvent:  # type: ignore[type-arg]
 
 def _entry(event: UsageEvent) -> Entry:
     return Entry(record=event.record, revision=event.revision, counted=event.counted)
-
-
-def _fields(event: UsageEvent) -> dict[str, object]:
-    return {name: getattr(event, name) for name in UsageEvent.__dataclass_fields__}

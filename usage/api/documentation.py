@@ -15,7 +15,7 @@ HOST_HEADER = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     required=False,
-    description="The machine the records came from (default: the JSON body's host, else 'unknown').",
+    description="The machine the records came from (else the JSON body's host, else 'unknown').",
 )
 NDJSON_BODY = {"type": "string", "description": "One Claude Code transcript record per line."}
 JSON_BODY = {
@@ -28,7 +28,10 @@ JSON_BODY = {
 }
 
 S = serializers
-_Base = S.Serializer  # type: ignore[type-arg]
+
+
+class _Base(S.Serializer):  # type: ignore[type-arg]
+    """Documentation only: never used to validate or render."""
 
 
 class SummarySerializer(_Base):
@@ -78,7 +81,7 @@ class RateLimitSerializer(_Base):
     limit_tokens_used = S.IntegerField(help_text="Input + output tokens of the window.")
     used_percentage = S.FloatField()
     plan = S.CharField()
-    source = S.ChoiceField(choices=["estimate", "official"])
+    source = S.ChoiceField(choices=["estimate", "official"])  # type: ignore[assignment]
     predictions = PredictionSerializer()
 
 

@@ -68,7 +68,11 @@ def _code_for(exc: Exception) -> str:
 def _message(exc: Exception, code: str) -> str:
     if code == "AUTHENTICATION_REQUIRED":
         detail = str(getattr(exc, "detail", ""))
-        return "Authentication required" if "not provided" in detail else f"Authentication required: {detail}"
+        return (
+            "Authentication required"
+            if "not provided" in detail
+            else f"Authentication required: {detail}"
+        )
     detail = getattr(exc, "detail", str(exc))
     if isinstance(detail, dict):
         return "; ".join(f"{field}: {_flat(value)}" for field, value in detail.items())

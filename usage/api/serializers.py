@@ -29,15 +29,11 @@ class LimitParams(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class DashboardParams(LimitParams):
-    hours = serializers.FloatField(
-        min_value=0.0167, max_value=MAX_HOURS, required=False, default=6
-    )
+    hours = serializers.FloatField(min_value=0.0167, max_value=MAX_HOURS, required=False, default=6)
 
 
 class TimeseriesParams(serializers.Serializer):  # type: ignore[type-arg]
-    hours = serializers.FloatField(
-        min_value=0.0167, max_value=MAX_HOURS, required=False, default=6
-    )
+    hours = serializers.FloatField(min_value=0.0167, max_value=MAX_HOURS, required=False, default=6)
     interval = serializers.ChoiceField(choices=list(INTERVALS), required=False, default="5min")
 
 

