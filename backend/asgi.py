@@ -9,6 +9,9 @@ django_http = get_asgi_application()  # sets Django up before the consumers impo
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from realtime import backpressure  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
+
+backpressure.install()
 
 application = ProtocolTypeRouter({"http": django_http, "websocket": websocket_application})

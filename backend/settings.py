@@ -35,6 +35,11 @@ USAGE_REDIS_PREFIX = env.str("USAGE_REDIS_PREFIX", default="cu")
 USAGE_MAX_BODY_BYTES = env.int("USAGE_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 USAGE_MAX_RECORDS = env.int("USAGE_MAX_RECORDS", default=10_000)
 USAGE_LOCAL_USER = env.str("USAGE_LOCAL_USER", default="local")
+# WebSocket: at most one snapshot per connection per interval; a resync every few seconds
+# repairs lost channel-layer prompts; a client holding more unsent bytes is disconnected.
+USAGE_WS_MIN_INTERVAL_SECONDS = env.float("USAGE_WS_MIN_INTERVAL_SECONDS", default=0.25)
+USAGE_WS_RESYNC_SECONDS = env.float("USAGE_WS_RESYNC_SECONDS", default=2.0)
+USAGE_WS_MAX_BUFFERED_BYTES = env.int("USAGE_WS_MAX_BUFFERED_BYTES", default=1024 * 1024)
 
 REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis_url(VAR_DIR / "redis.db")
 

@@ -1,6 +1,10 @@
-"""WebSocket routes. The dashboard consumer arrives with issue 4."""
+"""WebSocket routes."""
 
 from channels.routing import URLRouter
+from django.urls import path
 
-websocket_urlpatterns: list[object] = []
-websocket_application = URLRouter(websocket_urlpatterns)
+from realtime.auth import auth_stack
+from realtime.consumers import DashboardConsumer
+
+websocket_urlpatterns = [path("ws/claude-usage/", DashboardConsumer.as_asgi())]
+websocket_application = auth_stack(URLRouter(websocket_urlpatterns))

@@ -268,6 +268,18 @@ def checkpoint(user_id: int) -> int | None:
     return None if value is None else int(value)
 
 
+def checkpoints(user_ids: Sequence[int]) -> dict[int, int]:
+    """Checkpoints of many users in one round trip (a pipeline: keys live in other slots)."""
+    pipe = client().pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.get(user_prefix(user_id) + "cp")
+    return {
+        user_id: int(value)
+        for user_id, value in zip(user_ids, pipe.execute(), strict=True)
+        if value is not None
+    }
+
+
 def apply(user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]]) -> int:
     """Apply ``(position, contributions)`` pairs in one atomic step; returns the checkpoint."""
     batch = [

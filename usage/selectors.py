@@ -293,3 +293,17 @@ def _moment_ms(milliseconds: int) -> datetime:
 
 def _iso_ms(value: str | None) -> str | None:
     return None if not value else _moment_ms(int(float(value))).isoformat()
+
+
+def dashboard_snapshot(
+    *, user_id: int, now: datetime, hours: float, limits: LimitSettings
+) -> tuple[int, dict[str, object]]:
+    """The dashboard and the log position it includes at least (read before the data, so
+    every event up to it is in the answer)."""
+    projector.ensure_current(user_id)
+    position = projections.checkpoint(user_id) or 0
+    return position, dashboard(user_id=user_id, now=now, hours=hours, limits=limits)
+
+
+def checkpoints(user_ids: list[int]) -> dict[int, int]:
+    return projections.checkpoints(user_ids)

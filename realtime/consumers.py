@@ -1,0 +1,220 @@
+"""``/ws/claude-usage/``: a dashboard snapshot on connect and after every change.
+
+Each frame is exactly the REST dashboard's JSON plus ``type`` and ``position``. Changes
+arrive as small "changed up to N" prompts on a per-user group; the data itself is always
+read back from the projections, so a lost prompt loses nothing (the hub's resync catches
+it) and positions never go backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from realtime.hub import Snapshot, hub
+from usage import selectors
+from usage.api.serializers import DashboardParams
+from usage.notify import user_group
+from usage.selectors import LimitSettings
+from usage.windows import WindowAlign
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED = 4401
+MAX_CLIENT_FRAME_BYTES = 4096
+
+
+def now() -> datetime:
+    """The consumers' clock; tests replace it."""
+    return datetime.now(tz=UTC)
+
+
+class DashboardConsumer(AsyncWebsocketConsumer):
+    user_id: int
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.accept()
+            await self.close(code=UNAUTHENTICATED)  # nothing is ever sent before this
+            return
+        self.user_id = int(user.pk)
+        self.hours: float = 6.0
+        self.limits = LimitSettings(
+            plan=settings.USAGE_DEFAULT_PLAN,
+            token_limit=None,
+            window_align=WindowAlign(settings.USAGE_WINDOW_ALIGN),
+        )
+        self.sent_position = -1
+        self.wanted_position = 0
+        self.last_sent_at = 0.0
+        self.sender: asyncio.Task[None] | None = None
+        self.reset_timer: asyncio.TimerHandle | None = None
+        self.connected = True
+        await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
+        await self.accept()
+        hub.join(self)
+        hub.ensure_resync(_resync_seconds(), _read_checkpoints)
+        await self.send_snapshot(force=True)
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "user_id"):
+            return
+        self.connected = False
+        hub.leave(self)
+        if self.reset_timer is not None:
+            self.reset_timer.cancel()
+        if self.sender is not None:
+            self.sender.cancel()
+        await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(text_data or "") + len(bytes_data or b"")
+        if size > MAX_CLIENT_FRAME_BYTES:
+            await self.send_error(
+                "PAYLOAD_TOO_LARGE", f"Frames are limited to {MAX_CLIENT_FRAME_BYTES} bytes"
+            )
+            return
+        try:
+            message = orjson.loads(text_data if text_data is not None else bytes_data or b"")
+        except orjson.JSONDecodeError:
+            await self.send_error("VALIDATION_ERROR", "Frames must be JSON objects")
+            return
+        if not isinstance(message, dict):
+            await self.send_error("VALIDATION_ERROR", "Frames must be JSON objects")
+            return
+        await self.handle_action(message)
+
+    async def handle_action(self, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        if action == "ping":
+            await self.send(text_data='{"type":"pong"}')
+        elif action == "configure":
+            await self.configure(message)
+        elif action == "refresh":
+            await self.send_snapshot(force=True)
+        else:
+            await self.send_error(
+                "VALIDATION_ERROR", f"Unknown action {action!r}: use configure, ping or refresh"
+            )
+
+    async def configure(self, message: dict[str, Any]) -> None:
+        fields = {k: v for k, v in message.items() if k != "action" and v is not None}
+        params = DashboardParams(data=fields)
+        if not params.is_valid():
+            problems = "; ".join(
+                f"{name}: {' '.join(str(e) for e in errors)}"
+                for name, errors in params.errors.items()
+            )
+            await self.send_error("VALIDATION_ERROR", problems)
+            return
+        unknown = set(fields) - set(params.fields)
+        if unknown:
+            await self.send_error("VALIDATION_ERROR", f"Unknown settings: {sorted(unknown)}")
+            return
+        self.hours = params.validated_data["hours"]
+        self.limits = params.limits()
+        await self.send_snapshot(force=True)
+
+    async def usage_changed(self, event: dict[str, Any]) -> None:
+        """The group prompt: ``{"type": "usage.changed", "position": N}``."""
+        self.wake(int(event.get("position", 0)))
+
+    def wake(self, position: int) -> None:
+        """Schedule a snapshot that includes ``position``; stale prompts are dropped and a
+        burst is coalesced into at most one frame per interval, the last one complete."""
+        if not self.connected or position <= max(self.sent_position, self.wanted_position):
+            return
+        self.wanted_position = position
+        if self.sender is None or self.sender.done():
+            self.sender = asyncio.get_running_loop().create_task(self._send_when_due())
+
+    async def _send_when_due(self) -> None:
+        delay = self.last_sent_at + _min_interval() - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self.send_snapshot(force=False)
+
+    async def send_snapshot(self, *, force: bool) -> None:
+        try:
+            snapshot = await hub.snapshot(
+                self.snapshot_key(),
+                min_position=max(self.wanted_position, 0),
+                max_age=0.0 if force else _min_interval(),
+                compute=self.compute_snapshot,
+            )
+        except Exception:
+            log.exception("snapshot failed for user %s", self.user_id)
+            await self.send_error("SERVER_ERROR", "Could not compute the dashboard")
+            return
+        if not self.connected or (not force and snapshot.position <= self.sent_position):
+            return
+        self.sent_position = max(self.sent_position, snapshot.position)
+        self.last_sent_at = time.monotonic()
+        await self.send(text_data=snapshot.text)
+        self.arm_reset_timer(snapshot.next_reset_at)
+
+    def snapshot_key(self) -> tuple[int, tuple[object, ...]]:
+        limits = self.limits
+        settings_key = (self.hours, limits.plan, limits.token_limit, limits.window_align.value)
+        return (self.user_id, settings_key)
+
+    async def compute_snapshot(self) -> Snapshot:
+        moment = now()
+        position, dashboard = await sync_to_async(
+            selectors.dashboard_snapshot, thread_sensitive=False
+        )(user_id=self.user_id, now=moment, hours=self.hours, limits=self.limits)
+        frame = {"type": "dashboard", "position": position, **dashboard}
+        return Snapshot(
+            position=position,
+            text=orjson.dumps(frame).decode(),
+            computed_at=time.monotonic(),
+            next_reset_at=_reset_epoch(dashboard),
+        )
+
+    def arm_reset_timer(self, next_reset_at: float | None) -> None:
+        """Push a snapshot when the active window ends, so countdowns and "no active
+        window" update without polling and without new events."""
+        if self.reset_timer is not None:
+            self.reset_timer.cancel()
+            self.reset_timer = None
+        if next_reset_at is None:
+            return
+        delay = max(next_reset_at - now().timestamp(), 0) + 0.05
+        loop = asyncio.get_running_loop()
+        self.reset_timer = loop.call_later(delay, self._on_reset)
+
+    def _on_reset(self) -> None:
+        self.reset_timer = None
+        if self.connected:
+            asyncio.get_running_loop().create_task(self.send_snapshot(force=True))
+
+    async def send_error(self, code: str, message: str) -> None:
+        frame = {"type": "error", "error": {"code": code, "message": message}}
+        await self.send(text_data=orjson.dumps(frame).decode())
+
+
+def _reset_epoch(dashboard: dict[str, Any]) -> float | None:
+    rate_limit = dashboard.get("rate_limit") or {}
+    value = rate_limit.get("next_reset_at")
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+async def _read_checkpoints(user_ids: list[int]) -> dict[int, int]:
+    return await sync_to_async(selectors.checkpoints, thread_sensitive=False)(user_ids)
+
+
+def _min_interval() -> float:
+    return float(getattr(settings, "USAGE_WS_MIN_INTERVAL_SECONDS", 0.25))
+
+
+def _resync_seconds() -> float:
+    return float(getattr(settings, "USAGE_WS_RESYNC_SECONDS", 2.0))

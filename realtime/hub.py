@@ -1,0 +1,123 @@
+"""Per-process bookkeeping for dashboard connections.
+
+- Snapshots are computed once per (user, settings) and change, and shared by every
+  connection that wants them, instead of once per connection.
+- A resync loop reads the checkpoints of the connected users every few seconds and wakes the
+  connections that are behind: channel-layer prompts are at most once, so a lost prompt
+  costs at most one resync period, never an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    position: int
+    text: str  # the serialised frame, shared by every connection that sends it
+    computed_at: float  # time.monotonic()
+    next_reset_at: float | None  # epoch seconds of the active window's end, if any
+
+
+class Listener(Protocol):
+    user_id: int
+
+    def wake(self, position: int) -> None: ...
+
+
+SnapshotKey = tuple[int, tuple[object, ...]]
+Compute = Callable[[], Awaitable[Snapshot]]
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._listeners: dict[int, set[Listener]] = {}
+        self._latest: dict[SnapshotKey, Snapshot] = {}
+        self._computing: dict[SnapshotKey, asyncio.Future[Snapshot]] = {}
+        self._resync_task: asyncio.Task[None] | None = None
+
+    def join(self, listener: Listener) -> None:
+        self._listeners.setdefault(listener.user_id, set()).add(listener)
+
+    def leave(self, listener: Listener) -> None:
+        listeners = self._listeners.get(listener.user_id)
+        if listeners is None:
+            return
+        listeners.discard(listener)
+        if not listeners:
+            del self._listeners[listener.user_id]
+            self._forget_user(listener.user_id)
+
+    async def snapshot(
+        self, key: SnapshotKey, *, min_position: int, max_age: float, compute: Compute
+    ) -> Snapshot:
+        """A snapshot at ``min_position`` or later and at most ``max_age`` seconds old:
+        the cached one, the one being computed, or a new one."""
+        cached = self._latest.get(key)
+        if cached and cached.position >= min_position and _age(cached) <= max_age:
+            return cached
+        running = self._computing.get(key)
+        if running is not None:
+            result = await asyncio.shield(running)
+            if result.position >= min_position:
+                return result
+        return await self._compute(key, compute)
+
+    async def _compute(self, key: SnapshotKey, compute: Compute) -> Snapshot:
+        future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+        self._computing[key] = future
+        try:
+            result = await compute()
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # marks it retrieved: the caller below re-raises
+            raise
+        finally:
+            if self._computing.get(key) is future:
+                del self._computing[key]
+        future.set_result(result)
+        latest = self._latest.get(key)
+        if latest is None or latest.position <= result.position:
+            self._latest[key] = result
+        return result
+
+    def ensure_resync(self, interval: float, read_checkpoints: ReadCheckpoints) -> None:
+        if self._resync_task is None or self._resync_task.done():
+            self._resync_task = asyncio.get_running_loop().create_task(
+                self._resync(interval, read_checkpoints)
+            )
+
+    async def _resync(self, interval: float, read_checkpoints: ReadCheckpoints) -> None:
+        while self._listeners:
+            await asyncio.sleep(interval)
+            try:
+                positions = await read_checkpoints(list(self._listeners))
+            except Exception:
+                log.warning("resync could not read checkpoints", exc_info=True)
+                continue
+            for user_id, position in positions.items():
+                for listener in list(self._listeners.get(user_id, ())):
+                    listener.wake(position)
+        self._resync_task = None
+
+    def _forget_user(self, user_id: int) -> None:
+        for key in [key for key in self._latest if key[0] == user_id]:
+            del self._latest[key]
+
+
+ReadCheckpoints = Callable[[list[int]], Awaitable[dict[int, int]]]
+
+
+def _age(snapshot: Snapshot) -> float:
+    return time.monotonic() - snapshot.computed_at
+
+
+hub = Hub()
