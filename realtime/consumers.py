@@ -125,7 +125,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.send_snapshot(force=True)
 
     async def usage_changed(self, event: dict[str, Any]) -> None:
-        """The group prompt: ``{"type": "usage.changed", "position": N}``."""
+        """The group prompt: ``{"type": "usage.changed", "position": N, "refresh": bool}``."""
+        if event.get("refresh") and self.connected:
+            asyncio.get_running_loop().create_task(self.send_snapshot(force=True))
+            return
         self.wake(int(event.get("position", 0)))
 
     def wake(self, position: int) -> None:

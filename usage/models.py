@@ -72,3 +72,24 @@ class CompletedWindow(models.Model):
 
     def __str__(self) -> str:
         return f"window {self.start:%Y-%m-%d %H:%M} ({self.align})"
+
+
+class OfficialLimit(models.Model):
+    """The latest rate-limit reading Claude Code's statusline reported for a user (one row
+    per user, replaced by newer readings: a cache of Claude's state, not a fact log)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", primary_key=True
+    )
+    five_hour_used_percentage = models.FloatField(null=True)
+    five_hour_resets_at = models.DateTimeField(null=True)
+    seven_day_used_percentage = models.FloatField(null=True)
+    seven_day_resets_at = models.DateTimeField(null=True)
+    observed_at = models.DateTimeField()
+    host = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        db_table = "usage_official_limit"
+
+    def __str__(self) -> str:
+        return f"limits of user {self.user_id} at {self.observed_at:%Y-%m-%d %H:%M}"

@@ -18,14 +18,16 @@ def user_group(user_id: int) -> str:
     return f"usage.user.{user_id}"
 
 
-def changed(user_id: int, position: int) -> None:
-    """Tell every dashboard of ``user_id`` that its data changed up to ``position``."""
+def changed(user_id: int, position: int, *, refresh: bool = False) -> None:
+    """Tell every dashboard of ``user_id`` that its data changed up to ``position``;
+    ``refresh`` asks for a new snapshot even at the same position (new official limits)."""
     layer = get_channel_layer()
     if layer is None:
         return
     try:
         async_to_sync(layer.group_send)(
-            user_group(user_id), {"type": "usage.changed", "position": position}
+            user_group(user_id),
+            {"type": "usage.changed", "position": position, "refresh": refresh},
         )
     except Exception:
         log.warning("could not announce change for user %s", user_id, exc_info=True)

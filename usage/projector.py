@@ -34,6 +34,16 @@ def after_commit(user_id: int) -> None:
     notify.changed(user_id, position)
 
 
+def after_limits_changed(user_id: int) -> None:
+    """Official limits changed: the log did not move, so the prompt asks for a refresh."""
+    try:
+        position = projections.checkpoint(user_id) or 0
+    except Exception:
+        log.warning("could not announce new limits for user %s", user_id, exc_info=True)
+        return
+    notify.changed(user_id, position, refresh=True)
+
+
 def catch_up(user_id: int) -> int:
     """Apply the user's events after the checkpoint; returns the new checkpoint."""
     position = projections.checkpoint(user_id)

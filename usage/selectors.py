@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from usage import projections, projector, snapshots, store
+from usage.limits import LimitReport, apply_official
 from usage.projections import Bucket
 from usage.snapshots import Totals
 from usage.windows import (
@@ -109,6 +110,15 @@ def project_sessions(*, user_id: int, name: str) -> dict[str, object]:
 
 
 def _rate_limit(
+    user_id: int, now: datetime, limits: LimitSettings, tokens_per_minute: float
+) -> LimitReport:
+    """Our estimate, replaced by Claude's own figures when the statusline sent fresh ones."""
+    estimate = _estimated_rate_limit(user_id, now, limits, tokens_per_minute)
+    official = store.official_limits(user_id)
+    return apply_official(estimate, official, tokens_per_minute=tokens_per_minute, now=now)
+
+
+def _estimated_rate_limit(
     user_id: int, now: datetime, limits: LimitSettings, tokens_per_minute: float
 ) -> RateLimitState:
     window = _last_window(user_id, limits.window_align)

@@ -13,6 +13,7 @@ from django.db import transaction
 from usage import projector, store
 from usage.dedupe import Decision, decide
 from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord, parse_record
+from usage.limits import OfficialLimits
 from usage.pricing import TokenCounts, cost_nanos
 
 log = logging.getLogger(__name__)
@@ -136,3 +137,11 @@ def _token_counts(record: UsageRecord) -> TokenCounts:
         cache_creation_1h_tokens=record.cache_creation_1h_tokens,
         cache_read_tokens=record.cache_read_tokens,
     )
+
+
+def record_official_limits(*, user_id: int, limits: OfficialLimits) -> bool:
+    """Keep Claude's latest rate-limit reading and tell the user's dashboards."""
+    saved = store.save_official_limits(user_id, limits)
+    if saved:
+        transaction.on_commit(lambda: projector.after_limits_changed(user_id))
+    return saved

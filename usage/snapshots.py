@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from usage.limits import LimitReading, LimitReport
 from usage.windows import BurnRate, RateLimitState
 
 NANOS_PER_USD = 1_000_000_000
@@ -50,7 +51,7 @@ def dashboard(
     hours: float,
     burn: BurnRate,
     models: Mapping[str, Totals],
-    rate_limit: RateLimitState,
+    rate_limit: LimitReport,
     unpriced_models: Sequence[str],
 ) -> dict[str, object]:
     return {
@@ -97,7 +98,8 @@ def model_distribution(models: Mapping[str, Totals]) -> list[dict[str, object]]:
     ]
 
 
-def rate_limit_block(state: RateLimitState) -> dict[str, object]:
+def rate_limit_block(report: LimitReport) -> dict[str, object]:
+    state = report.state
     prediction = state.prediction
     return {
         "current_window_tokens": state.current_window_tokens,
@@ -110,13 +112,33 @@ def rate_limit_block(state: RateLimitState) -> dict[str, object]:
         "limit_tokens_used": state.limit_tokens_used,
         "used_percentage": state.used_percentage,
         "plan": state.plan,
-        "source": "estimate",
+        "source": report.source,
         "predictions": {
             "tokens_will_run_out": prediction.tokens_will_run_out,
             "estimated_time_to_limit": prediction.estimated_time_to_limit,
             "estimated_limit_at": iso(prediction.estimated_limit_at),
         },
+        "official": official_block(report),
     }
+
+
+def official_block(report: LimitReport) -> dict[str, object] | None:
+    """Claude's own last reading as the statusline reported it, or None."""
+    official = report.official
+    if official is None:
+        return None
+    return {
+        "five_hour": _reading(official.five_hour),
+        "seven_day": _reading(official.seven_day),
+        "observed_at": iso(official.observed_at),
+        "host": official.host,
+    }
+
+
+def _reading(reading: LimitReading | None) -> dict[str, object] | None:
+    if reading is None:
+        return None
+    return {"used_percentage": reading.used_percentage, "resets_at": iso(reading.resets_at)}
 
 
 def stats(
@@ -124,11 +146,12 @@ def stats(
     totals: Totals,
     sessions: int,
     projects: int,
-    rate_limit: RateLimitState,
+    rate_limit: LimitReport,
     unpriced_models: Sequence[str],
     hosts: Sequence[Mapping[str, object]],
 ) -> dict[str, object]:
-    active = rate_limit.is_within_active_window
+    state = rate_limit.state
+    active = state.is_within_active_window
     return {
         "total_tokens": totals.total_tokens,
         "total_input_tokens": totals.input_tokens,
@@ -138,16 +161,17 @@ def stats(
         "total_sessions": sessions,
         "total_messages": totals.messages,
         "projects": projects,
-        "current_window_tokens": rate_limit.current_window_tokens,
-        "next_reset_at": iso(rate_limit.next_reset_at),
-        "time_until_reset_seconds": rate_limit.time_until_reset_seconds,
-        "time_until_reset_human": f"{_reset_human(rate_limit)} remaining"
+        "current_window_tokens": state.current_window_tokens,
+        "next_reset_at": iso(state.next_reset_at),
+        "time_until_reset_seconds": state.time_until_reset_seconds,
+        "time_until_reset_human": f"{_reset_human(state)} remaining"
         if active
         else NO_ACTIVE_WINDOW,
         "is_within_active_window": active,
         "total_cost_usd": usd(totals.cost_nanos),
         "unpriced_models": list(unpriced_models),
         "hosts": list(hosts),
+        "rate_limit": rate_limit_block(rate_limit),
     }
 
 

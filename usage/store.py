@@ -18,7 +18,8 @@ from django.db import connection, transaction
 
 from usage.dedupe import Entry
 from usage.events import EventKind, UsageEvent, UsageRecord
-from usage.models import CompletedWindow, LoggedEvent
+from usage.limits import LimitReading, OfficialLimits
+from usage.models import CompletedWindow, LoggedEvent, OfficialLimit
 
 _READ_FIELDS = (
     "position",
@@ -219,3 +220,42 @@ def _event(row: tuple) -> UsageEvent:  # type: ignore[type-arg]
 
 def _entry(event: UsageEvent) -> Entry:
     return Entry(record=event.record, revision=event.revision, counted=event.counted)
+
+
+def save_official_limits(user_id: int, limits: OfficialLimits) -> bool:
+    """Keep the newest reading; an older one arriving late is ignored. True when saved."""
+    with transaction.atomic():
+        current = OfficialLimit.objects.select_for_update().filter(user_id=user_id).first()
+        if current is not None and current.observed_at > limits.observed_at:
+            return False
+        five, seven = limits.five_hour, limits.seven_day
+        OfficialLimit.objects.update_or_create(
+            user_id=user_id,
+            defaults={
+                "five_hour_used_percentage": five.used_percentage if five else None,
+                "five_hour_resets_at": five.resets_at if five else None,
+                "seven_day_used_percentage": seven.used_percentage if seven else None,
+                "seven_day_resets_at": seven.resets_at if seven else None,
+                "observed_at": limits.observed_at,
+                "host": limits.host,
+            },
+        )
+    return True
+
+
+def official_limits(user_id: int) -> OfficialLimits | None:
+    row = OfficialLimit.objects.filter(user_id=user_id).first()
+    if row is None:
+        return None
+    return OfficialLimits(
+        five_hour=_reading(row.five_hour_used_percentage, row.five_hour_resets_at),
+        seven_day=_reading(row.seven_day_used_percentage, row.seven_day_resets_at),
+        observed_at=row.observed_at,
+        host=row.host,
+    )
+
+
+def _reading(used: float | None, resets_at: datetime | None) -> LimitReading | None:
+    if used is None or resets_at is None:
+        return None
+    return LimitReading(used_percentage=used, resets_at=resets_at)

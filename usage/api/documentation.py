@@ -70,6 +70,18 @@ class PredictionSerializer(_Base):
     estimated_limit_at = S.DateTimeField(allow_null=True)
 
 
+class LimitReadingSerializer(_Base):
+    used_percentage = S.FloatField()
+    resets_at = S.DateTimeField()
+
+
+class OfficialLimitsSerializer(_Base):
+    five_hour = LimitReadingSerializer(allow_null=True)
+    seven_day = LimitReadingSerializer(allow_null=True)
+    observed_at = S.DateTimeField()
+    host = S.CharField()
+
+
 class RateLimitSerializer(_Base):
     current_window_tokens = S.IntegerField()
     current_window_start = S.DateTimeField(allow_null=True)
@@ -83,6 +95,9 @@ class RateLimitSerializer(_Base):
     plan = S.CharField()
     source = S.ChoiceField(choices=["estimate", "official"])  # type: ignore[assignment]
     predictions = PredictionSerializer()
+    official = OfficialLimitsSerializer(
+        allow_null=True, help_text="Claude's own last reading (statusline), if any."
+    )
 
 
 class DashboardSerializer(_Base):
@@ -135,6 +150,7 @@ class StatsSerializer(_Base):
     total_cost_usd = S.FloatField()
     unpriced_models = S.ListField(child=S.CharField())
     hosts = HostSerializer(many=True)
+    rate_limit = RateLimitSerializer()
 
 
 class ProjectSerializer(_Base):
@@ -179,3 +195,7 @@ class ProjectSessionsSerializer(_Base):
     project = S.CharField()
     sessions = SessionSerializer(many=True)
     count = S.IntegerField()
+
+
+class LimitsAnswerSerializer(_Base):
+    saved = S.BooleanField(help_text="False when a newer reading was already stored.")

@@ -73,15 +73,20 @@ def _message(exc: Exception, code: str) -> str:
             if "not provided" in detail
             else f"Authentication required: {detail}"
         )
-    detail = getattr(exc, "detail", str(exc))
-    if isinstance(detail, dict):
-        return "; ".join(f"{field}: {_flat(value)}" for field, value in detail.items())
-    return _flat(detail)
+    return _flat(getattr(exc, "detail", str(exc)))
 
 
-def _flat(value: object) -> str:
+def _flat(value: object, field: str = "") -> str:
+    """DRF's nested error details as one readable line: ``a.b: problem; c: problem``."""
+    if isinstance(value, dict):
+        return "; ".join(
+            _flat(inner, f"{field}.{name}" if field else str(name)) for name, inner in value.items()
+        )
     if isinstance(value, list):
-        return " ".join(_flat(item) for item in value)
+        if any(isinstance(item, dict | list) for item in value):
+            return "; ".join(_flat(item, field) for item in value)
+        value = " ".join(str(item) for item in value)
+    return f"{field}: {value}" if field and field != "non_field_errors" else str(value)
     return str(value)
 
 

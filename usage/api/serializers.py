@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from django.conf import settings
 from rest_framework import serializers
 
+from usage.limits import LimitReading, OfficialLimits
 from usage.selectors import INTERVALS, LimitSettings
 from usage.windows import CUSTOM_PLAN, PLAN_LIMITS, WindowAlign
 
@@ -47,3 +51,55 @@ class IngestResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
     rejected = serializers.ListField(child=serializers.DictField())
     unpriced_models = serializers.ListField(child=serializers.CharField())
     position = serializers.IntegerField(allow_null=True)
+
+
+class EpochOrIsoField(serializers.DateTimeField):
+    """Claude Code writes ``resets_at`` as Unix epoch seconds; ISO 8601 is accepted too."""
+
+    def to_internal_value(self, value: object) -> datetime:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not 0 <= value < 10**11:
+                self.fail("invalid", format="epoch seconds")
+            return datetime.fromtimestamp(value, tz=UTC)
+        parsed: datetime = super().to_internal_value(value)  # type: ignore[arg-type]
+        return parsed
+
+
+class LimitReadingParams(serializers.Serializer):  # type: ignore[type-arg]
+    used_percentage = serializers.FloatField(min_value=0, max_value=1000)
+    resets_at = EpochOrIsoField()
+
+
+class OfficialLimitsParams(serializers.Serializer):  # type: ignore[type-arg]
+    """The statusline's ``rate_limits`` object (or the whole statusline input holding it)."""
+
+    five_hour = LimitReadingParams(required=False, allow_null=True)
+    seven_day = LimitReadingParams(required=False, allow_null=True)
+    observed_at = EpochOrIsoField(required=False)
+    host = serializers.CharField(required=False, allow_blank=True, max_length=255)
+
+    def to_internal_value(self, data: object) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("rate_limits"), dict):
+            data = {
+                **data["rate_limits"],
+                **{k: v for k, v in data.items() if k in ("observed_at", "host")},
+            }
+        return super().to_internal_value(data)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("five_hour") and not attrs.get("seven_day"):
+            raise serializers.ValidationError("Send five_hour and/or seven_day readings.")
+        return attrs
+
+    def limits(self, *, now: datetime, host: str) -> OfficialLimits:
+        data = self.validated_data
+        return OfficialLimits(
+            five_hour=_reading(data.get("five_hour")),
+            seven_day=_reading(data.get("seven_day")),
+            observed_at=min(data.get("observed_at", now), now),
+            host=data.get("host") or host,
+        )
+
+
+def _reading(data: dict[str, Any] | None) -> LimitReading | None:
+    return LimitReading(**data) if data else None

@@ -7,6 +7,7 @@ app_name = "claude_usage"
 
 urlpatterns = [
     path("events/", views.IngestView.as_view(), name="events"),
+    path("limits/", views.LimitsView.as_view(), name="limits"),
     path("dashboard/", views.DashboardView.as_view(), name="dashboard"),
     path("timeseries/", views.TimeseriesView.as_view(), name="timeseries"),
     path("stats/", views.StatsView.as_view(), name="stats"),

@@ -13,7 +13,12 @@ from rest_framework.views import APIView
 from usage import selectors, services
 from usage.api import documentation as docs
 from usage.api.ingest_body import read_records
-from usage.api.serializers import DashboardParams, LimitParams, TimeseriesParams
+from usage.api.serializers import (
+    DashboardParams,
+    LimitParams,
+    OfficialLimitsParams,
+    TimeseriesParams,
+)
 
 
 def _now() -> datetime:
@@ -54,6 +59,25 @@ class IngestView(APIView):
                 "position": result.last_position,
             }
         )
+
+
+class LimitsView(APIView):
+    """Claude's official rate-limit readings, forwarded by the agent's statusline command."""
+
+    @extend_schema(
+        request=OfficialLimitsParams,
+        responses={200: docs.LimitsAnswerSerializer},
+        parameters=[docs.HOST_HEADER],
+        summary="Record Claude Code's official rate-limit reading",
+    )
+    def post(self, request: Request) -> Response:
+        params = OfficialLimitsParams(data=request.data)
+        params.is_valid(raise_exception=True)
+        host = request.headers.get("X-Usage-Host", "").strip()[:255] or "unknown"
+        saved = services.record_official_limits(
+            user_id=_user_id(request), limits=params.limits(now=_now(), host=host)
+        )
+        return Response({"saved": saved})
 
 
 class DashboardView(APIView):
