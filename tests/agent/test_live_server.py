@@ -1,0 +1,351 @@
+"""The real agent against the real server: sync, watch, partial lines, rotation, kill -9, outages.
+
+These start the repository's Django server with daphne (see conftest.py) and run the agent as a
+subprocess, as a user would. They are skipped when the repo's `.venv` does not exist yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import conftest as fixtures
+from .conftest import ServerProcess, UsageServer, requires_live_server
+from .processes import agent_command, agent_env
+from .transcripts import (
+    SAMPLE_PROJECTS,
+    append,
+    assistant_line,
+    assistant_record,
+    line,
+    user_record,
+)
+
+# Imported rather than found in conftest.py, so this module also runs under --noconftest.
+migrated_database = fixtures.migrated_database
+usage_server_process = fixtures.usage_server_process
+usage_server = fixtures.usage_server
+
+pytestmark = [requires_live_server, pytest.mark.slow]
+
+STAT_FIELDS = (
+    "total_tokens",
+    "total_messages",
+    "total_input_tokens",
+    "total_output_tokens",
+    "total_cache_creation_tokens",
+    "total_cache_read_tokens",
+)
+# What ccusage 20.0.24 reports on the sample tree (/work/shared/samples/README.md).
+CCUSAGE_SAMPLE_TOTALS = {
+    "total_tokens": 17_664_746,
+    "total_input_tokens": 37_815,
+    "total_output_tokens": 141_860,
+    "total_cache_creation_tokens": 864_577,
+    "total_cache_read_tokens": 16_620_494,
+}
+
+
+def stats(server: UsageServer) -> dict[str, Any] | None:
+    """The server's totals, or None while GET /stats/ does not exist."""
+    request = urllib.request.Request(
+        f"{server.url}/app/claude-usage/stats/", headers={"Authorization": f"Token {server.token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
+
+
+def totals(server: UsageServer) -> dict[str, Any] | None:
+    answer = stats(server)
+    return None if answer is None else {name: answer[name] for name in STAT_FIELDS}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds it took for `condition` to hold; fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@dataclass
+class Agent:
+    """Runs `claude-usage-agent` like a user would, on one Claude config dir."""
+
+    server: UsageServer
+    config_dir: Path
+    state_file: Path
+
+    def command(self, *args: str, state_file: Path | None = None) -> list[str]:
+        state = str(state_file or self.state_file)
+        connection = ["--server", self.server.url, "--token", self.server.token]
+        return agent_command(*args, *connection, "--host-name", "it-host", "--state-file", state)
+
+    def env(self) -> dict[str, str]:
+        return agent_env(CLAUDE_CONFIG_DIR=str(self.config_dir))
+
+    def run(self, *args: str, state_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+        command = self.command(*args, state_file=state_file)
+        return subprocess.run(
+            command, env=self.env(), capture_output=True, text=True, timeout=300, check=False
+        )
+
+    def sync(self, *args: str, state_file: Path | None = None) -> dict[str, int]:
+        done = self.run("sync", "--json", *args, state_file=state_file)
+        assert done.returncode == 0, done.stderr
+        summary: dict[str, int] = json.loads(done.stdout)
+        return summary
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args), env=self.env(), stderr=subprocess.PIPE, text=True
+        )
+
+    def everything_is_on_the_server(self, tmp_path: Path) -> None:
+        """Re-send every record from scratch: the server must already have each one."""
+        resent = self.sync(state_file=tmp_path / f"fresh-{time.monotonic_ns()}.json")
+        assert resent["records_sent"] > 0
+        assert resent["accepted"] == 0, resent
+
+
+@pytest.fixture
+def projects(tmp_path: Path) -> Path:
+    path = tmp_path / "claude" / "projects"
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def agent(usage_server: UsageServer, projects: Path, tmp_path: Path) -> Agent:
+    return Agent(usage_server, projects.parent, tmp_path / "state" / "agent-state.json")
+
+
+@dataclass
+class Generated:
+    """Expected server totals for a generated tree."""
+
+    totals: dict[str, int]
+
+    def add(self, record: dict[str, Any]) -> None:
+        usage = record["message"]["usage"]
+        parts = {
+            "total_input_tokens": usage["input_tokens"],
+            "total_output_tokens": usage["output_tokens"],
+            "total_cache_creation_tokens": usage["cache_creation_input_tokens"],
+            "total_cache_read_tokens": usage["cache_read_input_tokens"],
+        }
+        for name, value in parts.items():
+            self.totals[name] += value
+        self.totals["total_tokens"] += sum(parts.values())
+        self.totals["total_messages"] += 1
+
+
+def generate_tree(projects: Path, files: int, messages: int, seed: int) -> Generated:
+    """Sessions in real shapes: each response written as two content-block lines, the first
+    with a partial output count (the server keeps the larger copy), between user prompts."""
+    rng = random.Random(seed)
+    expected = Generated(dict.fromkeys(STAT_FIELDS, 0))
+    start = datetime.now(UTC) - timedelta(hours=2)
+    for number in range(files):
+        chunks: list[bytes] = []
+        for index in range(messages):
+            stamp = start + timedelta(seconds=rng.randint(0, 7000))
+            record = assistant_record(
+                f"msg_{seed}_{number}_{index}",
+                f"req_{seed}_{number}_{index}",
+                input_tokens=rng.randint(1, 50),
+                output_tokens=rng.randint(2, 900),
+                cache_creation=rng.randint(0, 5000),
+                cache_read=rng.randint(0, 50000),
+                timestamp=stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                session_id=f"session-{seed}-{number}",
+            )
+            partial = json.loads(json.dumps(record))
+            partial["message"]["usage"]["output_tokens"] = 1
+            chunks += [line(user_record()), line(partial), line(record)]
+            expected.add(record)
+        path = projects / f"-home-dev-project{number % 4}" / f"session-{seed}-{number}.jsonl"
+        append(path, b"".join(chunks))
+    return expected
+
+
+def assert_totals(server: UsageServer, expected: dict[str, int]) -> None:
+    current = totals(server)
+    if current is not None:  # until /stats/ exists, everything_is_on_the_server must do
+        assert current == expected
+
+
+def test_sync_ships_the_sample_tree_and_matches_ccusage(agent: Agent, tmp_path: Path) -> None:
+    if not SAMPLE_PROJECTS.is_dir():
+        pytest.skip(f"{SAMPLE_PROJECTS} is not there")
+    shutil.copytree(SAMPLE_PROJECTS, agent.config_dir / "projects", dirs_exist_ok=True)
+    first = agent.sync()
+    assert (first["records_sent"], first["rejected"]) == (541, 0)
+    assert agent.sync()["records_sent"] == 0
+    current = stats(agent.server)
+    if current is not None:
+        assert {name: current[name] for name in CCUSAGE_SAMPLE_TOTALS} == CCUSAGE_SAMPLE_TOTALS
+    agent.everything_is_on_the_server(tmp_path)
+
+
+def test_a_wrong_token_stops_sync_with_a_clear_message(
+    usage_server: UsageServer, projects: Path, tmp_path: Path
+) -> None:
+    generate_tree(projects, files=1, messages=2, seed=1)
+    wrong = Agent(
+        UsageServer(usage_server.url, "not-a-token"), projects.parent, tmp_path / "s.json"
+    )
+    done = wrong.run("sync")
+    assert done.returncode == 3
+    assert "the server refused the token (HTTP 401" in done.stderr
+
+
+def test_watch_ships_new_lines_within_two_seconds_and_waits_for_partial_ones(
+    agent: Agent, projects: Path
+) -> None:
+    expected = generate_tree(projects, files=2, messages=5, seed=2)
+    watcher = agent.start("watch")
+    try:
+        wait_for(lambda: totals(agent.server) == expected.totals, 20, "backfill")
+        session = projects / "-home-dev-live" / "live.jsonl"
+        record = assistant_record("msg_live_1", "req_live_1", input_tokens=7, output_tokens=11)
+        append(session, line(user_record()) + line(record))
+        expected.add(record)
+        took = wait_for(lambda: totals(agent.server) == expected.totals, 2.0, "new line")
+        assert took < 2.0
+
+        late = assistant_record("msg_live_2", "req_live_2", input_tokens=3, output_tokens=5)
+        append(session, line(late)[:50])  # Claude Code is half-way through writing it
+        time.sleep(2.5)
+        assert totals(agent.server) == expected.totals  # not sent while incomplete
+        append(session, line(late)[50:])
+        expected.add(late)
+        wait_for(lambda: totals(agent.server) == expected.totals, 2.0, "completed line")
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _, err = watcher.communicate(timeout=20)
+    assert watcher.returncode == 0, err
+
+
+def test_rotated_and_truncated_files_are_read_again_without_double_counting(
+    agent: Agent, projects: Path, tmp_path: Path
+) -> None:
+    session = projects / "-home-dev-api" / "s.jsonl"
+    old = [assistant_record(f"msg_old_{n}", f"req_old_{n}", input_tokens=n + 1) for n in range(4)]
+    append(session, b"".join(line(record) for record in old))
+    agent.sync()
+    # Replaced (new inode) by a copy that repeats the old records and adds new ones, like a
+    # resumed session does.
+    new = [assistant_record(f"msg_new_{n}", f"req_new_{n}", input_tokens=n + 9) for n in range(3)]
+    replacement = session.with_suffix(".tmp")
+    append(replacement, b"".join(line(record) for record in old + new))
+    os.replace(replacement, session)
+    assert agent.sync()["records_sent"] == 7
+    # Truncated and rewritten shorter.
+    session.write_bytes(line(assistant_record("msg_cut", "req_cut", input_tokens=2)))
+    assert agent.sync()["records_sent"] == 1
+    expected = Generated(dict.fromkeys(STAT_FIELDS, 0))
+    for record in [*old, *new, assistant_record("msg_cut", "req_cut", input_tokens=2)]:
+        expected.add(record)
+    assert_totals(agent.server, expected.totals)
+    agent.everything_is_on_the_server(tmp_path)
+
+
+def kill_during_sync(agent: Agent, after_progress: bool, delay: float) -> bool:
+    """Start a sync, SIGKILL it `delay` s after start (or after its next checkpoint save), and
+    tell whether it was still running then."""
+
+    def saved_at() -> int:
+        return agent.state_file.stat().st_mtime_ns if agent.state_file.exists() else 0
+
+    before = saved_at()
+    running = agent.start("sync", "--batch-size", "10")
+    if after_progress:
+        wait_for(lambda: running.poll() is not None or saved_at() != before, 30, "progress")
+    time.sleep(delay)
+    still_running = running.poll() is None
+    running.send_signal(signal.SIGKILL)
+    running.communicate(timeout=10)
+    return still_running
+
+
+def test_kill_9_at_any_moment_then_restart_gives_the_clean_totals(
+    agent: Agent, projects: Path, tmp_path: Path
+) -> None:
+    expected = generate_tree(projects, files=24, messages=60, seed=3)  # 2,880 usage lines
+    rng = random.Random(3)
+    # The first kill lands around the first request; the others once a checkpoint has moved,
+    # at a random point of the batches that follow.
+    killed_mid_run = [kill_during_sync(agent, after_progress=False, delay=0.3)]
+    for _kill in range(3):
+        delay = rng.uniform(0.0, 0.3)
+        killed_mid_run.append(kill_during_sync(agent, after_progress=True, delay=delay))
+    assert killed_mid_run.count(True) >= 3, "the runs finished before the kills"
+    assert agent.sync("--batch-size", "10")["rejected"] == 0
+    assert_totals(agent.server, expected.totals)
+    agent.everything_is_on_the_server(tmp_path)
+
+
+def test_a_server_killed_mid_batch_and_restarted_gives_the_clean_totals(
+    agent: Agent, usage_server_process: ServerProcess, projects: Path, tmp_path: Path
+) -> None:
+    expected = generate_tree(projects, files=16, messages=60, seed=4)
+    running = agent.start("sync", "--batch-size", "10")
+    wait_for(agent.state_file.exists, 30, "first acknowledged batch")
+    usage_server_process.kill()
+    time.sleep(2.0)
+    usage_server_process.start()
+    _, err = running.communicate(timeout=180)
+    assert running.returncode == 0, err
+    assert "retry" in err
+    assert_totals(agent.server, expected.totals)
+    agent.everything_is_on_the_server(tmp_path)
+
+
+def test_watch_started_while_the_server_is_down_catches_up_when_it_is_back(
+    agent: Agent, usage_server_process: ServerProcess, projects: Path
+) -> None:
+    expected = generate_tree(projects, files=3, messages=10, seed=5)
+    usage_server_process.stop()
+    watcher = agent.start("watch")
+    try:
+        time.sleep(1.5)
+        record = assistant_record("msg_down", "req_down", input_tokens=5)
+        append(projects / "-home-dev-api" / "down.jsonl", line(record))
+        expected.add(record)
+        time.sleep(1.5)
+        usage_server_process.start()
+        wait_for(lambda: totals(agent.server) == expected.totals, 60, "catch-up")
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _, err = watcher.communicate(timeout=20)
+    assert "cannot reach" in err
+    assert watcher.returncode == 0, err
+
+
+def test_a_subagent_log_is_shipped_too(agent: Agent, projects: Path) -> None:
+    subagent = projects / "-home-dev-api" / "session-1" / "subagents" / "agent-7.jsonl"
+    append(subagent, assistant_line("msg_sub", "req_sub", sidechain=True))
+    assert agent.sync()["records_sent"] == 1

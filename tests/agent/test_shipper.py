@@ -1,0 +1,291 @@
+"""Shipping: the checkpoint moves only after the server answered, and no line is ever skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from claude_usage_agent.backoff import GaveUpError
+from claude_usage_agent.checkpoints import load_state, save_state
+from claude_usage_agent.discovery import transcript_files
+from claude_usage_agent.shipper import Shipper, Totals
+from claude_usage_agent.transport import IngestResult, parse_ingest_result
+
+from .fake_server import FakeUsageServer
+from .transcripts import SAMPLE_PROJECTS, SECRET, append, assistant_line, line, user_record
+
+SERVER = "http://usage.test"
+
+
+class Crash(Exception):
+    """The agent dies mid-run (a kill at the worst moment)."""
+
+
+class Harness:
+    """A shipper over a state file, delivering straight into an in-memory server."""
+
+    def __init__(self, tmp_path: Path, batch_size: int = 1000) -> None:
+        self.server = FakeUsageServer()
+        self.state_file = tmp_path / "state.json"
+        self.batch_size = batch_size
+        self.deliveries: list[int] = []
+        # Called before (or after, for ack_lost) each delivery; may raise Crash.
+        self.before: Callable[[int], None] = lambda number: None
+        self.ack_lost_on: int | None = None
+
+    def deliver(self, lines: Sequence[bytes]) -> IngestResult:
+        number = len(self.deliveries) + 1
+        self.deliveries.append(len(lines))
+        self.before(number)
+        answer = self.server.ingest([json.loads(raw) for raw in lines])
+        if number == self.ack_lost_on:
+            raise Crash("answer lost")
+        return parse_ingest_result(answer)
+
+    def ship(self, *paths: Path, since: datetime | None = None) -> Totals:
+        state = load_state(self.state_file, SERVER)
+        shipper = Shipper(
+            state=state,
+            deliver=self.deliver,
+            save=lambda current: save_state(self.state_file, current),
+            since=since,
+            batch_size=self.batch_size,
+        )
+        return shipper.ship([str(path) for path in paths])
+
+    def offset(self, path: Path) -> int:
+        return load_state(self.state_file, SERVER).files[str(path)].offset
+
+
+def write_session(path: Path, count: int, prefix: str = "m", tokens: int = 10) -> None:
+    """`count` assistant messages, each written as two content-block lines, between prompts."""
+    for index in range(count):
+        append(path, line(user_record()))
+        for _block in range(2):
+            append(
+                path,
+                assistant_line(f"{prefix}{index}", f"req-{prefix}{index}", input_tokens=tokens),
+            )
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def test_it_ships_only_usage_records_and_no_text(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)
+    totals = harness.ship(log)
+    assert (totals.lines_read, totals.records_sent) == (9, 6)
+    assert (totals.accepted, totals.duplicates) == (3, 3)
+    sent = json.dumps(harness.server.batches)
+    assert SECRET not in sent
+    assert harness.offset(log) == log.stat().st_size
+
+
+def test_a_second_run_sends_nothing_and_opens_nothing(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)
+    harness.ship(log)
+    totals = harness.ship(log)
+    assert (totals.files_read, totals.records_sent) == (0, 0)
+
+
+def test_only_lines_appended_since_the_last_run_are_sent(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 2)
+    harness.ship(log)
+    write_session(log, 1, prefix="new")
+    totals = harness.ship(log)
+    assert totals.records_sent == 2
+    assert len(harness.server.records) == 3
+
+
+def test_a_half_written_last_line_waits_for_its_newline(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 1)
+    complete_size = log.stat().st_size
+    last = assistant_line("late", "req-late")
+    append(log, last[:40])
+    assert harness.ship(log).records_sent == 2
+    assert harness.offset(log) == complete_size
+    assert harness.ship(log).files_read == 0  # unchanged size: not even opened
+    append(log, last[40:])
+    assert harness.ship(log).records_sent == 1
+    assert harness.offset(log) == log.stat().st_size
+    assert ("late", "req-late") in harness.server.records
+
+
+def test_malformed_lines_cost_only_themselves(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    append(log, assistant_line("a", "ra"))
+    append(log, b'{"type":"assistant","message":{"usage":{"input_tok\n')
+    append(log, b'"just a string"\n<<<<<<< HEAD\n')
+    append(log, b'{"usage": "not an object"}\n')
+    append(log, assistant_line("b", "rb"))
+    totals = harness.ship(log)
+    assert (totals.records_sent, totals.malformed_lines) == (2, 1)
+    assert harness.offset(log) == log.stat().st_size
+
+
+def test_a_truncated_file_is_read_again_from_the_start(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)
+    harness.ship(log)
+    with open(log, "wb") as handle:
+        handle.write(assistant_line("fresh", "req-fresh"))
+    assert harness.ship(log).records_sent == 1
+    assert harness.offset(log) == log.stat().st_size
+
+
+def test_a_replaced_file_is_read_again_from_the_start(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)
+    harness.ship(log)
+    replacement = tmp_path / "s.jsonl.new"
+    write_session(replacement, 5, prefix="r")  # larger than the old file: only the inode says so
+    os.replace(replacement, log)
+    assert harness.ship(log).records_sent == 10
+    assert len(harness.server.records) == 8
+
+
+def test_a_file_rewritten_in_place_is_read_again(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 2)
+    harness.ship(log)
+    offset = harness.offset(log)
+    with open(log, "r+b") as handle:  # same inode, longer, but no line end before the offset
+        handle.write(b"x" * (offset + 10) + b"\n" + assistant_line("w", "req-w"))
+    assert harness.ship(log).records_sent == 1
+
+
+def test_checkpoints_move_only_after_the_server_answered(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, batch_size=2)
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)  # 6 usage lines: three batches of two
+    seen: list[int | None] = []
+
+    def record_checkpoint(number: int) -> None:
+        state = load_state(harness.state_file, SERVER)
+        seen.append(state.files[str(log)].offset if str(log) in state.files else None)
+
+    harness.before = record_checkpoint
+    harness.ship(log)
+    lines = log.read_bytes().splitlines(keepends=True)
+    ends = [sum(len(text) for text in lines[: count + 1]) for count in range(len(lines))]
+    # At each delivery, the saved checkpoint is just after the previous batch's last line.
+    assert seen == [None, ends[2], ends[5]]
+
+
+def test_a_batch_spanning_files_moves_all_their_checkpoints(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, batch_size=1000)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_session(first, 2)
+    write_session(second, 2, prefix="b")
+    harness.ship(first, second)
+    assert harness.deliveries == [8]
+    assert harness.offset(first) == first.stat().st_size
+    assert harness.offset(second) == second.stat().st_size
+
+
+def test_a_failed_delivery_leaves_the_checkpoint_where_it_was(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, batch_size=2)
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)
+
+    def fail_second(number: int) -> None:
+        if number == 2:
+            raise GaveUpError("server down")
+
+    harness.before = fail_second
+    with pytest.raises(GaveUpError):
+        harness.ship(log)
+    first_batch_end = sum(len(text) for text in log.read_bytes().splitlines(keepends=True)[:3])
+    assert harness.offset(log) == first_batch_end
+
+
+def _crash_free_totals(tmp_path: Path, files: list[Path]) -> dict[tuple[Any, Any], dict[str, Any]]:
+    clean = Harness(tmp_path / "clean", batch_size=3)
+    clean.ship(*files)
+    return clean.server.records
+
+
+@pytest.mark.parametrize("crash_at", range(1, 9))
+@pytest.mark.parametrize("ack_lost", [False, True], ids=["before-send", "after-ack"])
+def test_a_crash_at_any_delivery_ends_with_the_same_server_totals(
+    tmp_path: Path, crash_at: int, ack_lost: bool
+) -> None:
+    files = [tmp_path / "p" / f"s{number}.jsonl" for number in range(3)]
+    for number, path in enumerate(files):
+        write_session(path, 4, prefix=f"f{number}-", tokens=number + 1)
+    (tmp_path / "clean").mkdir()
+    expected = _crash_free_totals(tmp_path, files)
+
+    harness = Harness(tmp_path, batch_size=3)
+
+    def crash(number: int) -> None:
+        if number == crash_at and not ack_lost:
+            raise Crash("killed")
+
+    harness.before = crash
+    harness.ack_lost_on = crash_at if ack_lost else None
+    with pytest.raises(Crash):
+        harness.ship(*files)
+    harness.before, harness.ack_lost_on = (lambda number: None), None
+    harness.ship(*files)
+    assert harness.server.records == expected
+    assert harness.ship(*files).records_sent == 0
+
+
+def test_records_the_server_rejects_are_skipped_not_retried(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness.server.reject = lambda record: "bad" if record["message"]["id"] == "m1" else None
+    log = tmp_path / "s.jsonl"
+    write_session(log, 3)
+    totals = harness.ship(log)
+    assert (totals.rejected, totals.accepted) == (2, 2)
+    assert "server rejected" in caplog.text
+    assert "message m1, request req-m1" in caplog.text
+    assert harness.offset(log) == log.stat().st_size
+    assert harness.ship(log).records_sent == 0
+
+
+def test_since_leaves_out_older_records(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    append(log, assistant_line("old", "r1", timestamp="2025-10-01T10:00:00.000Z"))
+    append(log, assistant_line("new", "r2", timestamp="2025-10-05T10:00:00.000Z"))
+    totals = harness.ship(log, since=datetime(2025, 10, 3, tzinfo=UTC))
+    assert (totals.records_sent, totals.older_than_since) == (1, 1)
+    assert list(harness.server.records) == [("new", "r2")]
+
+
+def test_a_file_deleted_before_reading_is_skipped(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    write_session(log, 1)
+    assert harness.ship(tmp_path / "gone.jsonl", log).records_sent == 2
+
+
+def test_an_empty_new_file_gets_a_checkpoint(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    log.touch()
+    harness.ship(log)
+    assert harness.offset(log) == 0
+
+
+def test_the_sample_tree_ships_every_usage_line(harness: Harness) -> None:
+    if not SAMPLE_PROJECTS.is_dir():
+        pytest.skip(f"{SAMPLE_PROJECTS} is not there")
+    files = [Path(name) for name in transcript_files([SAMPLE_PROJECTS])]
+    totals = harness.ship(*files)
+    assert totals.records_sent == 541  # every line with a message.usage object
+    assert (totals.files_read, totals.malformed_lines) == (16, 1)
+    sent = [record for batch in harness.server.batches for record in batch]
+    assert not any("content" in record["message"] for record in sent)
