@@ -2,8 +2,9 @@
 message ids, decide what each incoming record adds to it.
 
 The rules, which make the result independent of arrival order:
-- a (message id, request id) counts once; a later copy counts only if it carries strictly
-  more tokens, and then replaces the earlier one (a revision);
+- a (message id, request id) counts once; a later copy counts only if it is preferred (see
+  ``_preferred``: a parent's copy over a sidechain's, then strictly more tokens, then a fixed
+  tie-break), and then replaces the earlier one (a revision);
 - a sidechain copy of a message that also has a non-sidechain copy is a replay: it never
   counts, and if it arrived first it is retracted when the parent's copy arrives.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from usage.events import EventKind, UsageRecord
 
@@ -71,17 +73,25 @@ class _Ledger:
         """The events ``record`` causes; empty when it is a duplicate."""
         existing = self._entries.get((record.message_id, record.request_id))
         if existing is not None:
-            return self._revise(existing, record)
-        if record.is_sidechain and self._has_parent_copy(record.message_id):
+            made = self._revise(existing, record)
+        elif record.is_sidechain and self._has_parent_copy(record.message_id):
             return []
-        made = [self._record(record)]
-        if not record.is_sidechain:
+        else:
+            made = [self._record(record)]
+        # Also after a revision: a parent's copy can arrive under a key that so far held a
+        # sidechain copy, and it then retracts the message's other sidechain copies too.
+        if made and not record.is_sidechain:
             made.extend(self._retract_sidechain_copies(record.message_id))
         return made
 
     def _revise(self, existing: Entry, record: UsageRecord) -> list[Decision]:
-        if not existing.counted or record.total_tokens <= existing.record.total_tokens:
-            return []
+        if existing.counted:
+            if not _preferred(record, existing.record):
+                return []
+        elif record.is_sidechain:
+            return []  # a retracted replay stays retracted, however large the copy
+        # else: a parent's copy under the key of a retracted sidechain copy counts again, as
+        # it would have had it arrived before the retraction.
         entry = Entry(record=record, revision=existing.revision + 1, counted=True)
         self._put(entry)
         return [Decision(EventKind.REVISED, record, entry.revision)]
@@ -111,3 +121,38 @@ class _Ledger:
         if key not in self._entries:
             self._by_message.setdefault(key[0], []).append(key)
         self._entries[key] = entry
+
+
+def _preferred(new: UsageRecord, old: UsageRecord) -> bool:
+    """Whether ``new`` should replace ``old`` as the counted copy of one (message id,
+    request id). A strict total order over copies, so the copy that ends up counted is the
+    same whatever order copies arrive in: first-seen-wins would let arrival order pick the
+    timestamp (Claude Code writes one line per content block, milliseconds apart), the
+    session (resumed copies carry the new session id) or the host."""
+    new_rank, old_rank = _rank(new), _rank(old)
+    if new_rank != old_rank:
+        return new_rank > old_rank
+    return _tie_break(new) < _tie_break(old)
+
+
+def _rank(record: UsageRecord) -> tuple[bool, int]:
+    """Higher wins: the parent's copy over a sidechain's (ccusage's rule), then more tokens
+    (a partial early copy loses to the full one)."""
+    return (not record.is_sidechain, record.total_tokens)
+
+
+def _tie_break(record: UsageRecord) -> tuple[datetime, str, str, str, str, int, int, int, int, int]:
+    """Lower wins among equally ranked copies: the earliest line first (what a reader of
+    a single file in order keeps, as ccusage does), then fixed fields."""
+    return (
+        record.timestamp,
+        record.session_id,
+        record.project_path,
+        record.host,
+        record.model,
+        record.output_tokens,
+        record.input_tokens,
+        record.cache_creation_5m_tokens,
+        record.cache_creation_1h_tokens,
+        record.cache_read_tokens,
+    )

@@ -62,12 +62,32 @@ def _body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Body of {declared} bytes; the limit is {limit}")
     try:
-        body = request.body
+        body = _read_at_most(request, limit + 1)
     except RequestDataTooBig:
         raise PayloadTooLarge(f"Body over the limit of {limit} bytes") from None
     if len(body) > limit:
-        raise PayloadTooLarge(f"Body of {len(body)} bytes; the limit is {limit}")
+        raise PayloadTooLarge(f"Body over the limit of {limit} bytes")
     return body
+
+
+def _read_at_most(request: Request, size: int) -> bytes:
+    """Up to ``size`` bytes of the body. Not ``request.body``: Django refuses a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default, a limit meant for form posts) with
+    RequestDataTooBig, which turned every batch between 2.5 MB and USAGE_MAX_BODY_BYTES into
+    a 413. Reading the stream with a bound also caps what a body without a (truthful)
+    Content-Length can take, e.g. a chunked upload."""
+    http_request = request._request
+    if hasattr(http_request, "_body"):  # already read, e.g. by a middleware
+        return http_request.body[:size]
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = http_request.read(min(remaining, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _decoded(request: Request, body: bytes) -> bytes:
@@ -78,14 +98,29 @@ def _decoded(request: Request, body: bytes) -> bytes:
         raise UnsupportedMediaType(encoding, detail=f"Unsupported Content-Encoding {encoding!r}")
     limit = settings.USAGE_MAX_BODY_BYTES
     # Bounded output: a small gzip bomb must not expand into the server's memory.
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise BadBody("Body is not valid gzip") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"Decompressed body over the limit of {limit} bytes")
-    return data
+    # A gzip body may hold several members back to back (RFC 1952; `cat a.gz b.gz`): one
+    # decompressor stops at the end of the first and leaves the rest in ``unused_data``, so
+    # each member gets its own, or every record after the first member would be dropped.
+    parts: list[bytes] = []
+    size = 0
+    remaining = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(remaining, limit + 1 - size)  # max_length is >= 1
+        except zlib.error:
+            raise BadBody("Body is not valid gzip") from None
+        size += len(data)
+        if size > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"Decompressed body over the limit of {limit} bytes")
+        if not inflater.eof:
+            # zlib raises nothing for a stream cut short (or an empty body): without this
+            # check a truncated upload would be taken for a shorter batch.
+            raise BadBody("Body is not valid gzip: it ends before the gzip stream does")
+        parts.append(data)
+        remaining = inflater.unused_data
+        if not remaining:
+            return b"".join(parts)
 
 
 def _json_records(raw: bytes) -> tuple[list[object], str]:
