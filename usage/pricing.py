@@ -54,17 +54,65 @@ def cost_nanos(model: str, tokens: TokenCounts, at: datetime) -> int | None:
     """The request's cost in nanodollars, or None when no price is known for ``model``."""
     if model == SYNTHETIC_MODEL:
         return 0  # Claude Code's own placeholder records: never billed
-    rates = rates_for(model, at, context_tokens=tokens.context_tokens)
-    if rates is None:
+    table = _nanos_table(model, at.date().isoformat())
+    if table is None:
         return None
+    context = tokens.context_tokens
+    rates = next(rates for threshold, rates in table if context > threshold)
     total = (
-        tokens.input_tokens * rates.input
-        + tokens.output_tokens * rates.output
-        + tokens.cache_creation_5m_tokens * rates.cache_write_5m
-        + tokens.cache_creation_1h_tokens * rates.cache_write_1h
-        + tokens.cache_read_tokens * rates.cache_read
-    ) * _NANOS_PER_MTOK_UNIT
+        tokens.input_tokens * rates[0]
+        + tokens.output_tokens * rates[1]
+        + tokens.cache_creation_5m_tokens * rates[2]
+        + tokens.cache_creation_1h_tokens * rates[3]
+        + tokens.cache_read_tokens * rates[4]
+    )
+    if isinstance(total, int):
+        return total
     return int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+NanoRates = tuple[int | Decimal, int | Decimal, int | Decimal, int | Decimal, int | Decimal]
+
+
+@lru_cache(maxsize=1024)
+def _nanos_table(model: str, day: str) -> list[tuple[int, NanoRates]] | None:
+    """Nanodollars per token for each context tier, highest threshold first (the base
+    tier's threshold is -1). Integers whenever exact, which every Anthropic price is: the
+    cost of a request is then integer arithmetic, the hot path of an ingest."""
+    price = _model_price(model, day)
+    if price is None:
+        return None
+    at = datetime.fromisoformat(f"{day}T12:00:00+00:00")
+    thresholds = {-1} | {
+        tier.start
+        for field in (
+            price.input_mtok,
+            price.output_mtok,
+            price.cache_write_mtok,
+            price.cache_write_1h_mtok,
+            price.cache_read_mtok,
+        )
+        if isinstance(field, TieredPrices)
+        for tier in field.tiers
+    }
+    table = []
+    for threshold in sorted(thresholds, reverse=True):
+        rates = rates_for(model, at, context_tokens=threshold + 1)
+        if rates is None:
+            return None
+        values = (
+            rates.input,
+            rates.output,
+            rates.cache_write_5m,
+            rates.cache_write_1h,
+            rates.cache_read,
+        )
+        table.append((threshold, tuple(_exact(v * _NANOS_PER_MTOK_UNIT) for v in values)))
+    return table  # type: ignore[return-value]
+
+
+def _exact(value: Decimal) -> int | Decimal:
+    return int(value) if value == value.to_integral_value() else value
 
 
 def rates_for(model: str, at: datetime, *, context_tokens: int = 0) -> Rates | None:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -36,84 +37,60 @@ from django.conf import settings
 LAYOUT_VERSION = "v1"
 TOKEN_FIELDS = ("i", "o", "cc", "cr")
 SUM_FIELDS = (*TOKEN_FIELDS, "n", "c")
+REBUILD_LOCK_SECONDS = 60  # dropping and resetting takes milliseconds; this bounds a crash
 
+# Applies one batch: all of a user's events in (after, last], pre-aggregated in Python into
+# increments and set/index changes. All or nothing: the checkpoint must still be ``after``
+# (else another writer got there first, and the caller re-reads from the checkpoint).
+# Hashes are never deleted, only taken out of their index set while empty, so the result
+# does not depend on how the log was split into batches.
 _APPLY = """
 local prefix = KEYS[1]
 local batch = cjson.decode(ARGV[1])
-local checkpoint = tonumber(redis.call('GET', prefix .. 'cp') or '0')
-local applied = 0
-local fields = {'i', 'o', 'cc', 'cr', 'n', 'c'}
-
-local function add(key, values, sign, model)
-  for _, f in ipairs(fields) do
-    local v = values[f] * sign
-    if v ~= 0 then
-      redis.call('HINCRBY', key, f, v)
-      if model then redis.call('HINCRBY', key, f .. '|' .. model, v) end
-    end
+local stored = redis.call('GET', prefix .. 'cp')
+-- No checkpoint: the projection is lost or being dropped for a rebuild. Writing now would
+-- leave keys that the rebuild then adds to a second time; the caller re-reads instead.
+if not stored then return {-1, -1} end
+local checkpoint = tonumber(stored)
+if checkpoint >= batch.last then return {0, checkpoint} end
+if checkpoint ~= batch.after then return {-1, checkpoint} end
+for _, op in ipairs(batch.incr) do
+  -- A field back at zero is removed, so that "+1 then -1" over two batches leaves the
+  -- same hash as both in one batch (where they cancel before reaching Redis).
+  if redis.call('HINCRBY', prefix .. op[1], op[2], op[3]) == 0 then
+    redis.call('HDEL', prefix .. op[1], op[2])
   end
 end
-
-local function widen(key, ts)
+for _, op in ipairs(batch.zadd) do
+  redis.call('ZADD', prefix .. 'ts', op[2], op[1])
+end
+for _, member in ipairs(batch.zrem) do
+  redis.call('ZREM', prefix .. 'ts', member)
+end
+for _, op in ipairs(batch.hset) do
+  redis.call('HSET', prefix .. op[1], op[2], op[3])
+end
+for _, op in ipairs(batch.widen) do
+  local key = prefix .. op[1]
   local first = tonumber(redis.call('HGET', key, 'first') or '0')
-  if first == 0 or ts < first then redis.call('HSET', key, 'first', ts) end
+  if first == 0 or op[2] < first then redis.call('HSET', key, 'first', op[2]) end
   local last = tonumber(redis.call('HGET', key, 'last') or '0')
-  if ts > last then redis.call('HSET', key, 'last', ts) end
+  if op[3] > last then redis.call('HSET', key, 'last', op[3]) end
 end
-
-local function drop_if_empty(key, set_key, member)
-  if tonumber(redis.call('HGET', key, 'n') or '0') <= 0 then
-    redis.call('DEL', key)
-    redis.call('SREM', set_key, member)
-    return true
-  end
-  return false
-end
-
-for _, event in ipairs(batch) do
-  if event.p > checkpoint then
-    for _, d in ipairs(event.d) do
-      local s = d.s
-      add(prefix .. 'm:' .. d.minute, d, s, d.model)
-      add(prefix .. 'h:' .. d.hour, d, s, d.model)
-      add(prefix .. 'tot', d, s, d.model)
-      local pkey = prefix .. 'p:' .. d.pid
-      local skey = prefix .. 's:' .. d.sid
-      local hkey = prefix .. 'host:' .. d.host
-      add(pkey, d, s, nil)
-      add(skey, d, s, nil)
-      add(hkey, d, s, nil)
-      if s > 0 then
-        redis.call('SADD', prefix .. 'hosts', d.host)
-        widen(hkey, d.ts)
-        redis.call('ZADD', prefix .. 'ts', d.ts, d.member)
-        redis.call('SADD', prefix .. 'projects', d.pid)
-        redis.call('HSET', pkey, 'path', d.path)
-        widen(pkey, d.ts)
-        redis.call('SADD', pkey .. ':sessions', d.sid)
-        redis.call('HSET', skey, 'session', d.session, 'pid', d.pid)
-        widen(skey, d.ts)
-        if d.unpriced == 1 then redis.call('HINCRBY', prefix .. 'unpriced', d.model, 1) end
-      else
-        redis.call('ZREM', prefix .. 'ts', d.member)
-        drop_if_empty(skey, pkey .. ':sessions', d.sid)
-        drop_if_empty(hkey, prefix .. 'hosts', d.host)
-        if drop_if_empty(pkey, prefix .. 'projects', d.pid) then
-          redis.call('DEL', pkey .. ':sessions')
-        end
-        if d.unpriced == 1 then
-          if redis.call('HINCRBY', prefix .. 'unpriced', d.model, -1) <= 0 then
-            redis.call('HDEL', prefix .. 'unpriced', d.model)
-          end
-        end
-      end
-    end
-    checkpoint = event.p
-    applied = applied + 1
+for _, op in ipairs(batch.index) do
+  if tonumber(redis.call('HGET', prefix .. op[1], 'n') or '0') > 0 then
+    redis.call('SADD', prefix .. op[2], op[3])
+  else
+    redis.call('SREM', prefix .. op[2], op[3])
   end
 end
-redis.call('SET', prefix .. 'cp', checkpoint)
-return {applied, checkpoint}
+for _, model in ipairs(batch.unpriced) do
+  if tonumber(redis.call('HGET', prefix .. 'unpriced', model) or '0') <= 0 then
+    redis.call('HDEL', prefix .. 'unpriced', model)
+  end
+end
+redis.call('SET', prefix .. 'cp', batch.last)
+return {1, batch.last}
 """
 
 # Sums the buckets of each group of keys; returns, per group, the SUM_FIELDS values and,
@@ -195,29 +172,6 @@ class Contribution:
     unpriced: bool
     host: str
 
-    def as_lua(self) -> dict[str, Any]:
-        seconds = self.timestamp_ms // 1000
-        return {
-            "s": self.sign,
-            "minute": seconds - seconds % 60,
-            "hour": seconds - seconds % 3600,
-            "model": self.model,
-            "i": self.input_tokens,
-            "o": self.output_tokens,
-            "cc": self.cache_creation_tokens,
-            "cr": self.cache_read_tokens,
-            "n": self.messages,
-            "c": self.cost_nanos,
-            "ts": self.timestamp_ms,
-            "member": self.member,
-            "session": self.session_id,
-            "sid": _short_id(self.project_path + "\0" + self.session_id),
-            "pid": str(project_id(self.project_path)),  # Lua would print a float
-            "path": self.project_path,
-            "unpriced": 1 if self.unpriced else 0,
-            "host": self.host,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
@@ -280,15 +234,123 @@ def checkpoints(user_ids: Sequence[int]) -> dict[int, int]:
     }
 
 
-def apply(user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]]) -> int:
-    """Apply ``(position, contributions)`` pairs in one atomic step; returns the checkpoint."""
-    batch = [
-        {"p": position, "d": [c.as_lua() for c in contributions]}
-        for position, contributions in events
-    ]
+def apply(
+    user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]], *, after: int
+) -> int | None:
+    """Apply ``events``, which must be all of the user's events after position ``after``,
+    in one atomic step. Returns the new checkpoint; the unchanged one when they were already
+    applied; None when the checkpoint is not ``after`` (a gap or a race: re-read from it)."""
+    if not events:
+        return after
+    positions = [position for position, _ in events]
+    current = checkpoint(user_id) or 0
+    if after < current < positions[-1]:
+        # Part of the batch is already in: apply the rest, which starts right after it.
+        events = [(position, c) for position, c in events if position > current]
+        after = current
+    batch = _aggregate(events)
+    batch.update(after=after, last=positions[-1])
     script = client().register_script(_APPLY)
-    _, new_checkpoint = script(keys=[user_prefix(user_id)], args=[json.dumps(batch)])
-    return int(new_checkpoint)
+    status, new_checkpoint = script(keys=[user_prefix(user_id)], args=[json.dumps(batch)])
+    return None if int(status) < 0 else int(new_checkpoint)
+
+
+def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str, Any]:
+    """One batch's effect, summed: increments per (key, field), the final state of each
+    message in the timestamp index, and which index sets to re-check.
+
+    Contributions are first summed per (minute, model, project, session, host): a batch
+    of a thousand messages touches a few dozen such cells, so the expansion into Redis
+    fields below runs per cell, not per message."""
+    cells: dict[tuple[int, str, str, str, str, bool], list[int]] = {}
+    spans: dict[tuple[str, str, str], tuple[int, int]] = {}
+    indexed: dict[str, int | None] = {}
+    for _, contributions in events:
+        for c in contributions:
+            ts = c.timestamp_ms
+            cell = (ts // 60_000, c.model, c.project_path, c.session_id, c.host, c.unpriced)
+            sums = cells.get(cell)
+            if sums is None:
+                sums = cells[cell] = [0, 0, 0, 0, 0, 0, 0]
+            sign = c.sign
+            sums[0] += sign * c.input_tokens
+            sums[1] += sign * c.output_tokens
+            sums[2] += sign * c.cache_creation_tokens
+            sums[3] += sign * c.cache_read_tokens
+            sums[4] += sign * c.messages
+            sums[5] += sign * c.cost_nanos
+            sums[6] += sign  # unpriced events
+            indexed[c.member] = ts if sign > 0 else None
+            if sign > 0:
+                owner = (c.project_path, c.session_id, c.host)
+                low, high = spans.get(owner, (ts, ts))
+                spans[owner] = (min(low, ts), max(high, ts))
+    batch = _expand(cells, spans)
+    batch["zadd"] = [[member, ts] for member, ts in indexed.items() if ts is not None]
+    batch["zrem"] = [member for member, ts in indexed.items() if ts is None]
+    return batch
+
+
+def _expand(
+    cells: dict[tuple[int, str, str, str, str, bool], list[int]],
+    spans: dict[tuple[str, str, str], tuple[int, int]],
+) -> dict[str, Any]:
+    """Cells -> the Redis fields they move: each key's sums are added up first (a vector per
+    key), then turned into one increment per non-zero field."""
+    by_key: dict[str, list[int]] = {}
+    by_model_key: dict[tuple[str, str], list[int]] = {}
+    index: dict[str, tuple[str, str]] = {}
+    unpriced: dict[str, int] = {}
+    for (minute, model, path, session, host, is_unpriced), sums in cells.items():
+        seconds = minute * 60
+        pid, sid = str(project_id(path)), _short_id(path + "\0" + session)
+        for key in (f"m:{seconds}", f"h:{seconds - seconds % 3600}", "tot"):
+            _add(by_key, key, sums)
+            _add(by_model_key, (key, model), sums)
+        for key in (f"p:{pid}", f"s:{sid}", f"host:{host}"):
+            _add(by_key, key, sums)
+        if is_unpriced:
+            unpriced[model] = unpriced.get(model, 0) + sums[6]
+        index[f"s:{sid}"] = (f"p:{pid}:sessions", sid)
+        index[f"p:{pid}"] = ("projects", pid)
+        index[f"host:{host}"] = ("hosts", host)
+    increments = [
+        [key, name, value]
+        for key, sums in by_key.items()
+        for name, value in zip(SUM_FIELDS, sums, strict=False)
+        if value
+    ]
+    increments += [
+        [key, f"{name}|{model}", value]
+        for (key, model), sums in by_model_key.items()
+        for name, value in zip(SUM_FIELDS, sums, strict=False)
+        if value
+    ]
+    increments += [["unpriced", model, count] for model, count in unpriced.items() if count]
+    fields: dict[tuple[str, str], str] = {}
+    widen = []
+    for (path, session, host), (low, high) in spans.items():
+        pid, sid = str(project_id(path)), _short_id(path + "\0" + session)
+        fields[(f"p:{pid}", "path")] = path
+        fields[(f"s:{sid}", "session")] = session
+        fields[(f"s:{sid}", "pid")] = pid
+        widen += [[f"p:{pid}", low, high], [f"s:{sid}", low, high], [f"host:{host}", low, high]]
+    return {
+        "incr": increments,
+        "hset": [[key, field, value] for (key, field), value in fields.items()],
+        "widen": widen,
+        "index": [[key, set_key, member] for key, (set_key, member) in index.items()],
+        "unpriced": sorted(unpriced),
+    }
+
+
+def _add(sums_by_key: dict[Any, list[int]], key: Any, sums: list[int]) -> None:
+    current = sums_by_key.get(key)
+    if current is None:
+        sums_by_key[key] = sums[:6]
+    else:
+        for i in range(6):
+            current[i] += sums[i]
 
 
 def reset_checkpoint(user_id: int) -> None:
@@ -296,12 +358,38 @@ def reset_checkpoint(user_id: int) -> None:
     client().set(user_prefix(user_id) + "cp", 0, nx=True)
 
 
+@contextmanager
+def rebuild_lock(user_id: int) -> Iterator[None]:
+    """Held while a user's projection is dropped and reset, so that two processes that both
+    find it missing (a flushed Redis, two dashboard reads at once) do not drop each other's
+    half-built work. The key is outside the user's layout, so ``drop_user`` keeps it."""
+    name = f"{settings.USAGE_REDIS_PREFIX}:lock:{{u:{user_id}}}"
+    lock = client().lock(name, timeout=REBUILD_LOCK_SECONDS, blocking_timeout=REBUILD_LOCK_SECONDS)
+    if not lock.acquire():
+        raise TimeoutError(f"projection of user {user_id} is locked by another rebuild")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def drop_user(user_id: int) -> None:
-    """Delete every key of the user's projection (before a rebuild)."""
+    """Delete every key of the user's projection (before a rebuild, under ``rebuild_lock``).
+
+    The checkpoint goes first: from then on ``apply`` refuses to write, so no key appears
+    after the scan below and survives the drop (the rebuild would count it twice)."""
     r = client()
+    r.delete(user_prefix(user_id) + "cp")
     keys = list(r.scan_iter(match=_glob_escape(user_prefix(user_id)) + "*", count=1000))
     for start in range(0, len(keys), 500):
         r.delete(*keys[start : start + 500])
+
+
+def projected_user_ids() -> list[int]:
+    """Users that have a projection (a checkpoint) in Redis."""
+    pattern = f"{_glob_escape(settings.USAGE_REDIS_PREFIX)}:{LAYOUT_VERSION}:{{u:*}}:cp"
+    found = (key.rsplit("{u:", 1)[1].split("}", 1)[0] for key in client().scan_iter(match=pattern))
+    return sorted({int(user_id) for user_id in found if user_id.isdigit()})
 
 
 def drop_all() -> None:

@@ -23,11 +23,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COMPLETED_WINDOW_DAYS = 30
 
 
-def after_commit(user_id: int) -> None:
+def after_commit(user_id: int, events: Sequence[UsageEvent] = (), *, after: int = -1) -> None:
     """Project and announce a just-committed ingest. Never raises: the log already holds
-    the data, and anything missed here is caught up later."""
+    the data, and anything missed here is caught up later.
+
+    ``events`` are the ingest's own events and ``after`` the user's last position before
+    them: when the projection stands exactly there (the usual case) they are applied from
+    memory; otherwise the log is read from the checkpoint."""
     try:
-        position = catch_up(user_id)
+        position = _apply_fresh(user_id, events, after) if events else None
+        if position is None:
+            position = catch_up(user_id)
     except Exception:
         log.exception("projection catch-up failed for user %s; will retry", user_id)
         return
@@ -47,15 +53,35 @@ def after_limits_changed(user_id: int) -> None:
 def catch_up(user_id: int) -> int:
     """Apply the user's events after the checkpoint; returns the new checkpoint."""
     position = projections.checkpoint(user_id)
-    if position is None:
-        projections.drop_user(user_id)  # a partial projection would be added to twice
-        projections.reset_checkpoint(user_id)
-        position = 0
     while True:
+        if position is None:
+            position = _restart(user_id)
+            continue
         events = store.events_after(user_id, position, limit=CATCH_UP_BATCH)
         if not events:
             return position
-        position = projections.apply(user_id, _contributions(user_id, events))
+        applied = projections.apply(user_id, _contributions(user_id, events), after=position)
+        # None: another writer moved the checkpoint meanwhile, or a rebuild removed it;
+        # continue from where it is now (a missing one means: restart).
+        position = applied if applied is not None else projections.checkpoint(user_id)
+
+
+def _restart(user_id: int) -> int | None:
+    """Start the user's projection afresh when its checkpoint is missing. Under the lock
+    and only if still missing: a second reader that found it gone at the same moment must
+    not drop what the first is already building (keys created between its scan and its
+    delete would survive and be counted twice). Returns the checkpoint to continue from."""
+    with projections.rebuild_lock(user_id):
+        if projections.checkpoint(user_id) is None:
+            projections.drop_user(user_id)  # a partial projection would be added to twice
+            projections.reset_checkpoint(user_id)
+    return projections.checkpoint(user_id)
+
+
+def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: int) -> int | None:
+    if after < 0 or projections.checkpoint(user_id) is None:
+        return None
+    return projections.apply(user_id, _contributions(user_id, events), after=after)
 
 
 def ensure_current(user_id: int) -> None:
@@ -65,14 +91,21 @@ def ensure_current(user_id: int) -> None:
 
 
 def rebuild_user(user_id: int) -> int:
-    projections.drop_user(user_id)
+    with projections.rebuild_lock(user_id):  # not while another rebuild is dropping keys
+        projections.drop_user(user_id)
+        projections.reset_checkpoint(user_id)
     return catch_up(user_id)
 
 
 def rebuild_all() -> dict[int, int]:
-    """Rebuild every projection from the log (``manage.py rebuild_projections``)."""
-    projections.drop_all()
-    return {user_id: catch_up(user_id) for user_id in store.user_ids_with_events()}
+    """Rebuild every projection from the log (``manage.py rebuild_projections``).
+
+    User by user, each under its rebuild lock, not one ``drop_all``: on a live server a
+    read that found a checkpoint already deleted would start rebuilding that user while the
+    bulk delete, working from its earlier scan, still removed keys the read had just built.
+    Users with a projection but no events left get an empty one."""
+    user_ids = set(store.user_ids_with_events()) | set(projections.projected_user_ids())
+    return {user_id: rebuild_user(user_id) for user_id in sorted(user_ids)}
 
 
 def catch_up_all() -> dict[int, int]:

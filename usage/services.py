@@ -49,10 +49,11 @@ def ingest_records(
     with store.appending():
         logged = store.latest_entries(user_id, {record.message_id for record in parsed})
         outcome = decide(parsed, logged)
+        after = store.last_position(user_id)
         events = store.append([_event(user_id, decision, now) for decision in outcome.decisions])
         # Projections and broadcasts follow the commit; a crash in between is repaired by
         # catching up from the projection's checkpoint.
-        transaction.on_commit(lambda: projector.after_commit(user_id))
+        transaction.on_commit(lambda: projector.after_commit(user_id, events, after=after))
     return IngestResult(
         accepted=len(parsed) - outcome.duplicates,
         duplicates=outcome.duplicates,
