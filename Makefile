@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd agent && ../$(BIN)/mypy src
 	$(BIN)/lint-imports
 
 clean:
