@@ -388,7 +388,8 @@ def drop_user(user_id: int) -> None:
 def projected_user_ids() -> list[int]:
     """Users that have a projection (a checkpoint) in Redis."""
     pattern = f"{_glob_escape(settings.USAGE_REDIS_PREFIX)}:{LAYOUT_VERSION}:{{u:*}}:cp"
-    found = (key.rsplit("{u:", 1)[1].split("}", 1)[0] for key in client().scan_iter(match=pattern))
+    # The first "{u:" is the hash tag; the glob's * may also span a host name's key.
+    found = (key.split("{u:", 1)[1].split("}", 1)[0] for key in client().scan_iter(match=pattern))
     return sorted({int(user_id) for user_id in found if user_id.isdigit()})
 
 
@@ -423,6 +424,11 @@ def last_window(user_id: int, align: str) -> tuple[int, int, int] | None:
         return None
     start, first, last = (int(float(value)) for value in found)
     return start, first, last
+
+
+def messages_between(user_id: int, start_ms: int, end_ms: int) -> int:
+    """How many counted messages have a timestamp in [start_ms, end_ms)."""
+    return int(client().zcount(user_prefix(user_id) + "ts", start_ms, f"({end_ms}"))
 
 
 def projects(user_id: int) -> list[dict[str, str]]:

@@ -128,6 +128,7 @@ def _estimated_rate_limit(
         window_totals = projections.sum_groups(
             user_id, [_range_keys(active.start, active.end, inclusive_end=True)]
         )[0][0]
+        window_totals = _without_earlier_windows(user_id, active, window_totals)
     history = []
     if limits.plan == CUSTOM_PLAN and limits.token_limit is None:
         history = store.completed_window_totals(
@@ -143,6 +144,36 @@ def _estimated_rate_limit(
         ),
         tokens_per_minute=tokens_per_minute,
         now=now,
+    )
+
+
+def _without_earlier_windows(user_id: int, window: Window, totals: Bucket) -> Bucket:
+    """``totals`` of whole minute buckets, less the messages of earlier windows that share
+    the window's first minute. With ``window_align=exact`` a window opened at 15:00:40 by a
+    message that came after the previous window ended at 15:00:10 shares the 15:00 bucket
+    with that window's 15:00:05 message (with hour alignment, a message at exactly the
+    previous window's end does). Such messages are rare: the log is read only when Redis's
+    message index has one in the first minute before the window's first message."""
+    minute_start = window.start.replace(second=0, microsecond=0)
+    cut = min(window.first_message_at, minute_start + timedelta(minutes=1))
+    if not projections.messages_between(
+        user_id, projector.epoch_ms(minute_start), projector.epoch_ms(cut)
+    ):
+        return totals
+    logged = store.events_between(user_id, minute_start, cut - timedelta(microseconds=1))
+    earlier = [  # the copy of each message that the projection counts, if it lies there
+        entry.record
+        for entry in store.latest_entries(user_id, {e.record.message_id for e in logged})
+        if entry.counted and minute_start <= entry.record.timestamp < cut
+    ]
+    return Bucket(
+        input_tokens=totals.input_tokens - sum(r.input_tokens for r in earlier),
+        output_tokens=totals.output_tokens - sum(r.output_tokens for r in earlier),
+        cache_creation_tokens=totals.cache_creation_tokens
+        - sum(r.cache_creation_tokens for r in earlier),
+        cache_read_tokens=totals.cache_read_tokens - sum(r.cache_read_tokens for r in earlier),
+        messages=totals.messages - len(earlier),
+        cost_nanos=totals.cost_nanos,  # not reported for the window
     )
 
 
@@ -166,16 +197,27 @@ def _burn(last_hour: Bucket):  # type: ignore[no-untyped-def]
 
 def _named_projects(user_id: int) -> list[dict[str, object]]:
     """The seed's project objects. ``name`` is the cwd's last component; when two paths of
-    one user share it, the one seen first keeps it and the others get ``-2``, ``-3``..."""
+    one user share it, the one seen first keeps it and the others get ``-2``, ``-3``...
+
+    A suffixed name skips every name already in use, including a real last component: with
+    ``/a/api``, ``/b/api`` and ``/c/api-2`` a plain counter named two projects ``api-2``, and
+    ``projects/api-2/`` could reach only one of them."""
     raw = sorted(projections.projects(user_id), key=lambda p: (int(p.get("first", 0)), p["path"]))
-    taken: dict[str, int] = {}
-    out = []
-    for fields in raw:
-        base = _last_component(fields.get("path", ""))
-        taken[base] = taken.get(base, 0) + 1
-        name = base if taken[base] == 1 else f"{base}-{taken[base]}"
-        out.append(_project(fields, name))
-    return out
+    bases = [_last_component(fields.get("path", "")) for fields in raw]
+    named: dict[int, str] = {}
+    for index, base in enumerate(bases):  # first pass: the first path of each base keeps it
+        if base not in named.values():
+            named[index] = base
+    taken = set(named.values())
+    for index, base in enumerate(bases):  # second pass: the others take the next free suffix
+        if index in named:
+            continue
+        suffix = 2
+        while f"{base}-{suffix}" in taken:
+            suffix += 1
+        named[index] = f"{base}-{suffix}"
+        taken.add(named[index])
+    return [_project(fields, named[index]) for index, fields in enumerate(raw)]
 
 
 def _find_project(user_id: int, name: str) -> dict[str, object]:
