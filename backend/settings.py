@@ -4,6 +4,7 @@ With no environment at all the server runs on a SQLite file and an embedded real
 server, both under ``var/``. Production sets ``DATABASE_URL`` and ``REDIS_URL``.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -106,6 +107,9 @@ def _database(url: str) -> dict[str, object]:
             "init_command",
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
         )
+        # Tests get a file too: Django's default shared-cache in-memory database fails at
+        # once with "table is locked" where a real file waits its turn like production.
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     config["OPTIONS"] = options
     return config
 
