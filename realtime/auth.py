@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 from rest_framework.authtoken.models import Token
 
 
@@ -67,5 +67,7 @@ def _origin_allowed(scope: dict[str, Any]) -> bool:
         return True  # not a browser: no cross-site request to forge
     if origin in settings.CORS_ALLOWED_ORIGINS:
         return True
-    host = urlsplit(origin).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS)
+    # Fix: compare the host as ALLOWED_HOSTS spells it. urlsplit().hostname drops the
+    # brackets of an IPv6 address, so "http://[::1]:8000" never matched "[::1]".
+    host, _port = split_domain_port(urlsplit(origin).netloc)
+    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import close_old_connections
 
 from realtime.hub import Snapshot, hub
 from usage import selectors
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 UNAUTHENTICATED = 4401
 MAX_CLIENT_FRAME_BYTES = 4096
+# A sender keeps going until what it sent covers what was asked for, one round per
+# interval; past this many rounds it gives up and the resync starts it again.
+MAX_SEND_ROUNDS = 8
 
 
 def now() -> datetime:
@@ -58,6 +64,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.last_sent_at = 0.0
         self.sender: asyncio.Task[None] | None = None
         self.reset_timer: asyncio.TimerHandle | None = None
+        # Fix: the loop holds only weak references to tasks; keep ours until they end.
+        self.tasks: set[asyncio.Task[None]] = set()
         self.connected = True
         await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         await self.accept()
@@ -74,10 +82,13 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             self.reset_timer.cancel()
         if self.sender is not None:
             self.sender.cancel()
+        for task in list(self.tasks):
+            task.cancel()
         await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        size = len(text_data or "") + len(bytes_data or b"")
+        # Fix: the limit is on bytes, as sent; a character can take up to four of them.
+        size = len((text_data or "").encode()) + len(bytes_data or b"")
         if size > MAX_CLIENT_FRAME_BYTES:
             await self.send_error(
                 "PAYLOAD_TOO_LARGE", f"Frames are limited to {MAX_CLIENT_FRAME_BYTES} bytes"
@@ -127,37 +138,56 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def usage_changed(self, event: dict[str, Any]) -> None:
         """The group prompt: ``{"type": "usage.changed", "position": N, "refresh": bool}``."""
         if event.get("refresh") and self.connected:
-            asyncio.get_running_loop().create_task(self.send_snapshot(force=True))
+            self.spawn(self.send_snapshot(force=True))
             return
         self.wake(int(event.get("position", 0)))
 
     def wake(self, position: int) -> None:
         """Schedule a snapshot that includes ``position``; stale prompts are dropped and a
         burst is coalesced into at most one frame per interval, the last one complete."""
-        if not self.connected or position <= max(self.sent_position, self.wanted_position):
+        if not self.connected:
             return
-        self.wanted_position = position
-        if self.sender is None or self.sender.done():
+        self.wanted_position = max(self.wanted_position, position)
+        # Fix: start a sender whenever the sent position is behind the wanted one, not only
+        # for a new prompt. A prompt that arrives while a snapshot is being computed only
+        # raises wanted_position and may not be in that snapshot; before, nothing (not even
+        # the resync, whose wake was then "stale") ever sent it.
+        if self.wanted_position > self.sent_position and (
+            self.sender is None or self.sender.done()
+        ):
             self.sender = asyncio.get_running_loop().create_task(self._send_when_due())
 
     async def _send_when_due(self) -> None:
-        delay = self.last_sent_at + _min_interval() - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await self.send_snapshot(force=False)
+        # Rounds until the sent snapshot covers wanted_position (see wake); every round
+        # after the first waits a full interval, so a projection that lags cannot spin.
+        for round_number in range(MAX_SEND_ROUNDS):
+            delay = self.last_sent_at + _min_interval() - time.monotonic()
+            if round_number:
+                delay = _min_interval()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.send_snapshot(force=False)
+            if not self.connected or self.sent_position >= self.wanted_position:
+                return
 
     async def send_snapshot(self, *, force: bool) -> None:
+        # Fix: the settings are bound now. The hub runs the computation in a task of its
+        # own, which may start after a "configure" changed self.hours: it must compute for
+        # the key it is cached under.
+        key = self.snapshot_key()
         try:
             snapshot = await hub.snapshot(
-                self.snapshot_key(),
+                key,
                 min_position=max(self.wanted_position, 0),
                 max_age=0.0 if force else _min_interval(),
-                compute=self.compute_snapshot,
+                compute=partial(self.compute_snapshot, self.hours, self.limits),
             )
         except Exception:
             log.exception("snapshot failed for user %s", self.user_id)
             await self.send_error("SERVER_ERROR", "Could not compute the dashboard")
             return
+        if key != self.snapshot_key():
+            return  # "configure" changed the settings meanwhile and sends its own snapshot
         if not self.connected or (not force and snapshot.position <= self.sent_position):
             return
         self.sent_position = max(self.sent_position, snapshot.position)
@@ -170,11 +200,11 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         settings_key = (self.hours, limits.plan, limits.token_limit, limits.window_align.value)
         return (self.user_id, settings_key)
 
-    async def compute_snapshot(self) -> Snapshot:
+    async def compute_snapshot(self, hours: float, limits: LimitSettings) -> Snapshot:
         moment = now()
-        position, dashboard = await sync_to_async(
-            selectors.dashboard_snapshot, thread_sensitive=False
-        )(user_id=self.user_id, now=moment, hours=self.hours, limits=self.limits)
+        position, dashboard = await sync_to_async(_dashboard_snapshot, thread_sensitive=False)(
+            user_id=self.user_id, now=moment, hours=hours, limits=limits
+        )
         frame = {"type": "dashboard", "position": position, **dashboard}
         return Snapshot(
             position=position,
@@ -198,7 +228,12 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     def _on_reset(self) -> None:
         self.reset_timer = None
         if self.connected:
-            asyncio.get_running_loop().create_task(self.send_snapshot(force=True))
+            self.spawn(self.send_snapshot(force=True))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def send_error(self, code: str, message: str) -> None:
         frame = {"type": "error", "error": {"code": code, "message": message}}
@@ -209,6 +244,19 @@ def _reset_epoch(dashboard: dict[str, Any]) -> float | None:
     rate_limit = dashboard.get("rate_limit") or {}
     value = rate_limit.get("next_reset_at")
     return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def _dashboard_snapshot(**arguments: Any) -> tuple[int, dict[str, object]]:
+    """Fix: runs on one of the event loop's executor threads, which no request cycle cleans
+    up. The selector reads the database (official limits, catch-up), and the connection it
+    opens must go back to the PostgreSQL pool here: otherwise every such thread keeps one
+    checked out for good (and a broken one after a database restart). Closing inside the
+    call matters: channels' database_sync_to_async closes outside it and, measured under
+    pytest, did not see this connection."""
+    try:
+        return selectors.dashboard_snapshot(**arguments)
+    finally:
+        close_old_connections()
 
 
 async def _read_checkpoints(user_ids: list[int]) -> dict[int, int]:

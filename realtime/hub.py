@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Listener(Protocol):
 
 
 SnapshotKey = tuple[int, tuple[object, ...]]
-Compute = Callable[[], Awaitable[Snapshot]]
+Compute = Callable[[], Coroutine[Any, Any, Snapshot]]
 
 
 class Hub:
@@ -72,22 +73,25 @@ class Hub:
         return await self._compute(key, compute)
 
     async def _compute(self, key: SnapshotKey, compute: Compute) -> Snapshot:
-        future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
-        self._computing[key] = future
-        try:
-            result = await compute()
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # marks it retrieved: the caller below re-raises
-            raise
-        finally:
-            if self._computing.get(key) is future:
-                del self._computing[key]
-        future.set_result(result)
+        # Fix: the computation runs in a task of its own. It is shared by every connection
+        # waiting for it, and one waiter going away (a closed socket cancels its sender)
+        # used to cancel it and hand every other waiter a CancelledError, which killed
+        # their consumers. Each waiter now only stops waiting.
+        task: asyncio.Task[Snapshot] = asyncio.get_running_loop().create_task(compute())
+        self._computing[key] = task
+        task.add_done_callback(partial(self._computed, key))
+        return await asyncio.shield(task)
+
+    def _computed(self, key: SnapshotKey, task: asyncio.Task[Snapshot]) -> None:
+        if self._computing.get(key) is task:
+            del self._computing[key]
+        if task.cancelled() or task.exception() is not None:
+            return  # every waiter gets the exception from its own await
+        result = task.result()
         latest = self._latest.get(key)
-        if latest is None or latest.position <= result.position:
+        # Only for users still connected: _forget_user ran when the last one left.
+        if key[0] in self._listeners and (latest is None or latest.position <= result.position):
             self._latest[key] = result
-        return result
 
     def ensure_resync(self, interval: float, read_checkpoints: ReadCheckpoints) -> None:
         if self._resync_task is None or self._resync_task.done():

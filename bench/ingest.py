@@ -1,0 +1,589 @@
+"""Ingest throughput through the HTTP endpoint, beside a plain INSERT of the same rows.
+
+    .venv/bin/python -m bench.ingest             # 200,000 records, 1 daphne, 1 client thread
+    .venv/bin/python -m bench.ingest --servers 2 --concurrency 4    # 2 daphnes, 4 threads
+    .venv/bin/python -m bench.ingest --profile   # where the time goes
+
+The records are generated and gzip'd before the clock starts (the agent compresses on its own
+machine), then POSTed as NDJSON batches of 1,000 over keep-alive connections to daphne on
+PostgreSQL + Redis. The clock runs from the first request to the last response, and every
+response must be a 200 that accepted the whole batch. The baseline then reads the very rows
+the server wrote, truncates ``usage_event`` and inserts them again with psycopg's
+``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING``, one commit per 1,000 rows, as the
+server commits once per batch.
+
+``--profile`` runs the server under py-spy when a ``py-spy`` executable is found (PATH or
+.venv/bin), else profiles ``services.ingest_records`` in-process with cProfile; either way it
+prints the top 25 functions by cumulative time and a table of the ingest's phases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gzip
+import os
+import pstats
+import re
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from queue import Empty, SimpleQueue
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from bench.common import (
+    API,
+    BENCH_USER,
+    DEFAULT_DATABASE,
+    DEFAULT_REDIS_URL,
+    HOSTS,
+    REPO,
+    BenchEnv,
+    Client,
+    Deadline,
+    RecordFactory,
+    batched,
+    ndjson_gzip,
+    percentile,
+    prepare,
+    print_machine,
+    rate,
+    servers,
+    stop_on_sigterm,
+)
+
+BATCH = 1000
+EVENTS = API + "events/"
+TARGET_RECORDS_PER_SECOND = 20_000
+TARGET_SHARE_OF_PLAIN_INSERT = 0.5
+TOP_FUNCTIONS = 25
+PY_SPY_RATE = 200  # samples per second
+
+# (label, file path suffix, function name): the ingest's phases, looked up in a profile.
+PHASES = (
+    ("the ingest view (views.IngestView.post)", "usage/api/views.py", "post"),
+    ("  body: gunzip + NDJSON (read_records)", "usage/api/ingest_body.py", "read_records"),
+    ("in-process body decode (bench)", "bench/ingest.py", "_decode"),
+    ("services.ingest_records, all of it", "usage/services.py", "ingest_records"),
+    ("  parse records (events.parse_record)", "usage/services.py", "_parse"),
+    ("  dedupe query (store.latest_entries)", "usage/store.py", "latest_entries"),
+    ("  dedupe decision (dedupe.decide)", "usage/dedupe.py", "decide"),
+    ("  build events + pricing (services._event)", "usage/services.py", "_event"),
+    ("    of which pricing (pricing.cost_nanos)", "usage/pricing.py", "cost_nanos"),
+    ("  insert (store.append)", "usage/store.py", "append"),
+    ("  commit (database COMMIT)", "django/db/backends/base/base.py", "_commit"),
+    ("  post-commit projection (projector.after_commit)", "usage/projector.py", "after_commit"),
+    ("    read events back (store.events_after)", "usage/store.py", "events_after"),
+    ("    contributions (projector._contributions)", "usage/projector.py", "_contributions"),
+    ("    Redis Lua apply (projections.apply)", "usage/projections.py", "apply"),
+    ("    broadcast (notify.changed)", "usage/notify.py", "changed"),
+)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    records: int
+    seconds: float  # first request sent -> last response read
+    latencies: list[float]
+
+
+@dataclass(frozen=True)
+class FunctionCost:
+    name: str
+    cumulative: float  # seconds (cProfile) or samples (py-spy)
+    own: float
+    calls: str
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    stop_on_sigterm()
+    env = BenchEnv(database=args.database, redis_url=args.redis_url)
+    deadline = Deadline(args.time_budget)
+    try:
+        print_machine()
+        if args.profile and _profiler(args) == "cprofile":
+            _profile_in_process(env, args, deadline)
+        else:
+            _benchmark(env, args, deadline)
+    finally:
+        env.cleanup()
+    return 0
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=200_000, help="timed records (N)")
+    parser.add_argument("--concurrency", type=int, default=1, help="client threads (K)")
+    parser.add_argument("--servers", type=int, default=1, help="daphne processes (S)")
+    parser.add_argument("--hours", type=float, default=6.0, help="records span the last H hours")
+    parser.add_argument("--seed", type=int, default=20251005)
+    parser.add_argument("--profile", action="store_true", help="show where the time goes")
+    parser.add_argument(
+        "--profiler",
+        choices=("auto", "py-spy", "cprofile"),
+        default="auto",
+        help="with --profile: py-spy around daphne if found (auto), or cProfile in-process",
+    )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="ANALYZE usage_event after the warm-up (a diagnostic: gives the planner the "
+        "statistics autovacuum would have in steady state; off for the benchmark itself)",
+    )
+    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--time-budget", type=float, default=1800.0, help="seconds, whole run")
+    args = parser.parse_args(argv)
+    if args.records < BATCH or args.records % BATCH:
+        parser.error(f"--records must be a positive multiple of {BATCH}")
+    if args.concurrency < 1 or args.servers < 1:
+        parser.error("--concurrency and --servers must be at least 1")
+    if args.profile and args.profiler == "py-spy" and _py_spy() is None:
+        parser.error("--profiler py-spy: no py-spy executable on PATH or in .venv/bin")
+    return args
+
+
+def _profiler(args: argparse.Namespace) -> str:
+    if args.profiler == "auto":
+        return "py-spy" if _py_spy() is not None else "cprofile"
+    return str(args.profiler)
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> None:
+    token = prepare(env)
+    warm_up, timed = _bodies(args)
+    spy = _py_spy() if args.profile and _profiler(args) == "py-spy" else None
+    outputs = [Path(env.var_dir) / f"py-spy-{index}.txt" for index in range(args.servers)]
+    wrappers = [_py_spy_command(spy, output) for output in outputs] if spy else []
+    print(
+        f"\nend to end: {args.records:,} records in {len(timed)} gzip'd NDJSON batches of "
+        f"{BATCH:,}, {args.servers} daphne process(es), {args.concurrency} client thread(s)"
+        + (" [under py-spy]" if spy else "")
+        + (" [ANALYZE after the warm-up]" if args.analyze else "")
+    )
+    with servers(env, args.servers, wrappers=wrappers) as started:
+        ports = [server.port for server in started]
+        _warm_up(ports, token, warm_up, deadline)
+        if args.analyze:
+            _analyze(env)
+        load = _post_all(ports, token, timed, concurrency=args.concurrency, deadline=deadline)
+        _check_totals(ports[0], token, expected=args.records + len(warm_up) * BATCH)
+    plain_seconds = _plain_insert(env, skip=len(warm_up) * BATCH, expected=args.records)
+    _report(load, plain_seconds, args.records)
+    if spy:
+        costs, total = _py_spy_costs(outputs)
+        print(f"\npy-spy, {PY_SPY_RATE} samples/s, wall time of the thread(s) running the view:")
+        _print_profile(costs, total, unit="samples")
+
+
+def _bodies(args: argparse.Namespace) -> tuple[list[bytes], list[bytes]]:
+    """One warm-up batch per server (the oldest records), then the timed batches."""
+    began = time.perf_counter()
+    total = args.records + args.servers * BATCH
+    end = datetime.now(tz=UTC) - timedelta(minutes=1)
+    records = RecordFactory(seed=args.seed).records(
+        total, end=end, span=timedelta(hours=args.hours)
+    )
+    bodies = [ndjson_gzip(chunk) for chunk in batched(records, BATCH)]
+    size = sum(len(body) for body in bodies) / len(bodies)
+    print(
+        f"generated {total:,} records in {time.perf_counter() - began:.1f} s "
+        f"(average gzip'd batch {size / 1024:.0f} KiB)"
+    )
+    return bodies[: args.servers], bodies[args.servers :]
+
+
+def _warm_up(ports: Sequence[int], token: str, bodies: Sequence[bytes], deadline: Deadline) -> None:
+    """One batch per server, untimed: imports, price table and connection pool get ready."""
+    for index, (port, body) in enumerate(zip(ports, bodies, strict=True)):
+        client = Client(port, token)
+        try:
+            problem = _post_one(client, index, body, [], deadline)
+        finally:
+            client.close()
+        if problem:
+            raise RuntimeError(f"warm-up failed: {problem}")
+
+
+def _post_all(
+    ports: Sequence[int],
+    token: str,
+    bodies: Sequence[bytes],
+    *,
+    concurrency: int,
+    deadline: Deadline,
+) -> LoadResult:
+    """POST ``bodies`` from ``concurrency`` threads (thread i uses server i mod S)."""
+    work: SimpleQueue[tuple[int, bytes]] = SimpleQueue()
+    for item in enumerate(bodies):
+        work.put(item)
+    spans: list[tuple[float, float]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def worker(thread: int) -> None:
+        client = Client(ports[thread % len(ports)], token)
+        try:
+            while not stop.is_set():
+                try:
+                    index, body = work.get_nowait()
+                except Empty:
+                    return
+                problem = _post_one(client, index, body, spans, deadline)
+                if problem:
+                    failures.append(problem)
+                    stop.set()
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(f"{type(error).__name__}: {error}")
+            stop.set()
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(deadline.remaining(), 1.0))
+    if failures or any(thread.is_alive() for thread in threads):
+        stop.set()
+        raise RuntimeError("ingest failed: " + "; ".join(failures[:5] or ["threads hung"]))
+    seconds = max(end for _, end in spans) - min(start for start, _ in spans)
+    return LoadResult(len(bodies) * BATCH, seconds, [end - start for start, end in spans])
+
+
+def _post_one(
+    client: Client,
+    index: int,
+    body: bytes,
+    spans: list[tuple[float, float]],
+    deadline: Deadline,
+) -> str | None:
+    """One batch; a description of what went wrong, or None."""
+    deadline.check("posting batches")
+    headers = {
+        "Content-Type": "application/x-ndjson",
+        "Content-Encoding": "gzip",
+        "X-Usage-Host": HOSTS[index % len(HOSTS)],
+    }
+    began = time.perf_counter()
+    status, payload = client.request("POST", EVENTS, body, headers)
+    spans.append((began, time.perf_counter()))
+    if status != 200:
+        return f"batch {index}: HTTP {status}: {payload[:300]!r}"
+    accepted = orjson.loads(payload).get("accepted")
+    if accepted != BATCH:
+        return f"batch {index}: accepted {accepted} of {BATCH}: {payload[:300]!r}"
+    return None
+
+
+def _check_totals(port: int, token: str, *, expected: int) -> None:
+    """The projections saw every record: stats/ counts them all."""
+    client = Client(port, token)
+    try:
+        status, payload = client.get(API + "stats/")
+    finally:
+        client.close()
+    counted = orjson.loads(payload).get("total_messages") if status == 200 else None
+    if counted != expected:
+        raise RuntimeError(f"stats/ counts {counted} messages, expected {expected}")
+
+
+# --- the baseline -----------------------------------------------------------------------
+
+
+def _plain_insert(env: BenchEnv, *, skip: int, expected: int) -> float:
+    """Seconds to insert the server's own rows again, all values precomputed."""
+    with psycopg.connect(env.database_url) as conn:
+        columns = _columns(conn)
+        listed = sql.SQL(", ").join(map(sql.Identifier, columns))
+        rows = conn.execute(
+            sql.SQL("SELECT {} FROM usage_event ORDER BY position OFFSET %s").format(listed),
+            [skip],
+        ).fetchall()
+        if len(rows) != expected:
+            raise RuntimeError(f"usage_event holds {len(rows)} timed rows, expected {expected}")
+        conn.execute("TRUNCATE usage_event")
+        conn.commit()
+        insert = sql.SQL("INSERT INTO usage_event ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
+            listed, sql.SQL(", ").join(sql.Placeholder() * len(columns))
+        )
+        began = time.perf_counter()
+        for chunk in batched(rows, BATCH):
+            with conn.cursor() as cursor:
+                cursor.executemany(insert, chunk)
+            conn.commit()
+        seconds = time.perf_counter() - began
+        stored = conn.execute("SELECT count(*) FROM usage_event").fetchone()
+    if stored is None or stored[0] != expected:
+        raise RuntimeError(f"plain insert stored {stored}, expected {expected}")
+    return seconds
+
+
+def _analyze(env: BenchEnv) -> None:
+    with psycopg.connect(env.database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE usage_event")
+
+
+def _columns(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every column of usage_event but the position the database assigns."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'usage_event' AND column_name <> 'position' ORDER BY ordinal_position"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _report(load: LoadResult, plain_seconds: float, records: int) -> None:
+    end_to_end = load.records / load.seconds
+    plain = records / plain_seconds
+    share = end_to_end / plain
+    print(f"\n{'measure':<52} {'records/s':>10} {'target':>12}  met")
+    print(
+        f"{'end to end (HTTP, 1,000/batch)':<52} {rate(load.records, load.seconds):>10} "
+        f"{'>= 20,000':>12}  {_met(end_to_end >= TARGET_RECORDS_PER_SECOND)}"
+    )
+    print(f"{'plain INSERT ... ON CONFLICT DO NOTHING executemany':<52} {plain:>10,.0f}")
+    print(
+        f"{'ratio end to end / plain':<52} {share:>10.2f} {'>= 0.50':>12}  "
+        f"{_met(share >= TARGET_SHARE_OF_PLAIN_INSERT)}"
+    )
+    tenth = max(len(load.latencies) // 10, 1)
+    first, last = load.latencies[:tenth], load.latencies[-tenth:]
+    print(
+        f"\nend to end {load.seconds:.2f} s; plain insert {plain_seconds:.2f} s; per-batch "
+        f"latency p50 {percentile(load.latencies, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(load.latencies, 0.99) * 1000:.0f} ms; p50 of the first tenth of "
+        f"the batches {percentile(first, 0.5) * 1000:.0f} ms, of the last tenth "
+        f"{percentile(last, 0.5) * 1000:.0f} ms (growth with the log's size shows here)"
+    )
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+# --- profiling: py-spy around the server -------------------------------------------------
+
+
+def _py_spy() -> str | None:
+    local = REPO / ".venv" / "bin" / "py-spy"
+    return shutil.which("py-spy") or (str(local) if local.exists() else None)
+
+
+def _py_spy_command(executable: str, output: Path) -> list[str]:
+    # --idle keeps the samples of a thread waiting on PostgreSQL or Redis (wall time, not
+    # only CPU); --threads names each sample's thread; --nonblocking samples without
+    # pausing the server, so that the throughput stays close to the unprofiled one.
+    return [
+        executable,
+        "record",
+        "--format",
+        "raw",
+        "--idle",
+        "--threads",
+        "--nolineno",
+        "--full-filenames",
+        "--nonblocking",
+        "--rate",
+        str(PY_SPY_RATE),
+        "--output",
+        str(output),
+        "--",
+    ]
+
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*)\)$")
+_VIEW = "usage/api/views.py:post"
+
+
+def _py_spy_costs(outputs: Sequence[Path]) -> tuple[list[FunctionCost], float]:
+    """Wall-time profile of the threads that ran the ingest view: per function, the samples
+    with it anywhere on the stack (cumulative) and on top (own). Their samples outside the
+    view are the thread waiting for the next request: HTTP in daphne's event loop and the
+    client's turn."""
+    by_thread: dict[str, list[tuple[list[str], int]]] = {}
+    for output in outputs:
+        for line in output.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            thread, *frames = stack.split(";")
+            named = [_frame_name(frame) for frame in frames]
+            by_thread.setdefault(f"{output.name}/{thread}", []).append((named, int(count_text)))
+    cumulative: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for samples in by_thread.values():
+        if not any(_VIEW in frames for frames, _ in samples):
+            continue
+        for full, count in samples:
+            # Below the view only: the thread, asgiref and dispatch frames above it are on
+            # every sample and would fill the top of the table.
+            frames = full[full.index(_VIEW) :] if _VIEW in full else full
+            total += count
+            own[frames[-1] if frames else "(no frame)"] += count
+            for name in set(frames):
+                cumulative[name] += count
+    costs = [FunctionCost(name, cumulative[name], own[name], "") for name in cumulative]
+    return costs, float(total)
+
+
+def _frame_name(frame: str) -> str:
+    found = _FRAME.match(frame)
+    if not found:
+        return frame
+    return f"{_short_path(found['path'])}:{found['function']}"
+
+
+# --- profiling: cProfile around services.ingest_records ---------------------------------
+
+
+def _profile_in_process(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> None:
+    """No py-spy: run ingest_records itself, after django.setup() with the same settings."""
+    prepare(env)
+    env.export()
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.db import connections
+
+    from usage import services
+
+    user_id = int(get_user_model().objects.get(username=BENCH_USER).pk)
+    warm_up, timed = _bodies(args)
+
+    def ingest(index: int, body: bytes) -> None:
+        records = _decode(body)
+        result = services.ingest_records(
+            user_id=user_id, records=records, host=HOSTS[index % len(HOSTS)], now=_now()
+        )
+        if result.accepted != len(records):
+            raise RuntimeError(f"batch {index}: accepted {result.accepted} of {len(records)}")
+
+    for index, body in enumerate(warm_up):
+        ingest(-1 - index, body)
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.enable()
+    for index, body in enumerate(timed):
+        deadline.check("profiling ingest_records")
+        ingest(index, body)
+    profiler.disable()
+    seconds = time.perf_counter() - began
+    connections.close_all()
+    print(
+        f"\nin-process services.ingest_records under cProfile (no HTTP; cProfile slows Python "
+        f"code down): {args.records:,} records in {seconds:.1f} s = "
+        f"{rate(args.records, seconds)} records/s"
+    )
+    costs, _ = _cprofile_costs(profiler)
+    _print_profile(costs, seconds, unit="seconds")
+
+
+def _decode(body: bytes) -> list[object]:
+    """What the view does to a body: gunzip, one JSON document per line."""
+    return [orjson.loads(line) for line in gzip.decompress(body).splitlines() if line]
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def _cprofile_costs(profiler: cProfile.Profile) -> tuple[list[FunctionCost], float]:
+    """Per function: cumulative and own seconds; and the total of own seconds."""
+    stats = pstats.Stats(profiler)
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+    costs = [
+        FunctionCost(
+            f"{_short_path(path)}:{function}",
+            cumulative,
+            own,
+            str(calls) if calls == primitive else f"{calls}/{primitive}",
+        )
+        for (path, _, function), (primitive, calls, own, cumulative, _) in table.items()
+    ]
+    total: float = stats.total_tt  # type: ignore[attr-defined]
+    return costs, total
+
+
+# --- profile report ---------------------------------------------------------------------
+
+
+def _print_profile(costs: list[FunctionCost], total: float, *, unit: str) -> None:
+    merged = _merge_same_names(costs)
+    print(f"\ntop {TOP_FUNCTIONS} functions by cumulative {unit} (total {total:,.1f} {unit}):")
+    print(f"{'cumulative':>11} {'%':>6} {'own':>9} {'calls':>12}  function")
+    top = sorted(merged.values(), key=lambda cost: cost.cumulative, reverse=True)
+    for cost in top[:TOP_FUNCTIONS]:
+        print(
+            f"{cost.cumulative:>11,.2f} {100 * cost.cumulative / total:>5.1f}% "
+            f"{cost.own:>9,.2f} {cost.calls:>12}  {cost.name}"
+        )
+    print(f"\nphases of an ingest (cumulative {unit}, % of the profile's total):")
+    view = _phase(merged, "usage/api/views.py", "post")
+    if view is not None:
+        outside = total - view
+        label = "outside the view: waiting for a request (daphne's HTTP, the client)"
+        print(f"{outside:>11,.2f} {100 * outside / total:>5.1f}%  {label}")
+    for label, path, function in PHASES:
+        found = _phase(merged, path, function)
+        if found is not None:
+            print(f"{found:>11,.2f} {100 * found / total:>5.1f}%  {label}")
+
+
+def _merge_same_names(costs: list[FunctionCost]) -> dict[str, FunctionCost]:
+    """cProfile lists a function once per definition line; one row per name is clearer."""
+    merged: dict[str, FunctionCost] = {}
+    for cost in costs:
+        known = merged.get(cost.name)
+        if known is None:
+            merged[cost.name] = cost
+        else:
+            merged[cost.name] = FunctionCost(
+                cost.name,
+                max(known.cumulative, cost.cumulative),  # recursion would double count
+                known.own + cost.own,
+                known.calls or cost.calls,
+            )
+    return merged
+
+
+def _phase(merged: dict[str, FunctionCost], path: str, function: str) -> float | None:
+    suffix = f"{path}:{function}"
+    found = [cost.cumulative for name, cost in merged.items() if name.endswith(suffix)]
+    return max(found) if found else None
+
+
+def _short_path(path: str) -> str:
+    """Repository-relative, or relative to site-packages or the standard library."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    stdlib = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/"
+    if stdlib in path:
+        return "stdlib/" + path.split(stdlib, 1)[1]
+    root = str(REPO) + os.sep
+    if path.startswith(root):
+        return path[len(root) :]
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
