@@ -104,14 +104,25 @@ for gi, group in ipairs(groups) do
   local sums = {i = 0, o = 0, cc = 0, cr = 0, n = 0, c = 0}
   local models = {}
   for _, suffix in ipairs(group) do
-    local flat = redis.call('HGETALL', prefix .. suffix)
-    for k = 1, #flat, 2 do
-      local f, v = flat[k], tonumber(flat[k + 1])
-      if sums[f] ~= nil then
-        sums[f] = sums[f] + v
-      elseif with_models and string.find(f, '|', 1, true) then
-        models[f] = (models[f] or 0) + v
+    if with_models then
+      local flat = redis.call('HGETALL', prefix .. suffix)
+      for k = 1, #flat, 2 do
+        local f, v = flat[k], tonumber(flat[k + 1])
+        if sums[f] ~= nil then
+          sums[f] = sums[f] + v
+        elseif string.find(f, '|', 1, true) then
+          models[f] = (models[f] or 0) + v
+        end
       end
+    else
+      -- Only the six totals: a full minute bucket also holds every model's fields.
+      local values = redis.call('HMGET', prefix .. suffix, 'i', 'o', 'cc', 'cr', 'n', 'c')
+      sums.i = sums.i + (tonumber(values[1]) or 0)
+      sums.o = sums.o + (tonumber(values[2]) or 0)
+      sums.cc = sums.cc + (tonumber(values[3]) or 0)
+      sums.cr = sums.cr + (tonumber(values[4]) or 0)
+      sums.n = sums.n + (tonumber(values[5]) or 0)
+      sums.c = sums.c + (tonumber(values[6]) or 0)
     end
   end
   local row = {sums.i, sums.o, sums.cc, sums.cr, sums.n, sums.c}

@@ -62,13 +62,21 @@ def latest_entries(user_id: int, message_ids: Iterable[str]) -> list[Entry]:
     """The newest revision of every logged (message id, request id) among ``message_ids``."""
     latest: dict[tuple[str, str], UsageEvent] = {}
     ids = sorted(set(message_ids))
-    for start in range(0, len(ids), 500):  # keeps the IN list under every backend's limit
-        rows = LoggedEvent.objects.filter(user_id=user_id, message_id__in=ids[start : start + 500])
-        for event in _events(rows.values_list(*_READ_FIELDS)):
-            key = (event.record.message_id, event.record.request_id)
-            if key not in latest or latest[key].revision < event.revision:
-                latest[key] = event
+    for event in _logged_with_message_ids(user_id, ids):
+        key = (event.record.message_id, event.record.request_id)
+        if key not in latest or latest[key].revision < event.revision:
+            latest[key] = event
     return [_entry(event) for event in latest.values()]
+
+
+def _logged_with_message_ids(user_id: int, ids: list[str]) -> list[UsageEvent]:
+    # A plain IN list (in chunks under SQLite's parameter limit). Measured on PostgreSQL:
+    # faster than a LATERAL index probe per id (12.5k vs 7k records/s end to end).
+    found: list[UsageEvent] = []
+    for start in range(0, len(ids), 500):
+        rows = LoggedEvent.objects.filter(user_id=user_id, message_id__in=ids[start : start + 500])
+        found += _events(rows.values_list(*_READ_FIELDS))
+    return found
 
 
 def append(events: Sequence[UsageEvent]) -> list[UsageEvent]:
@@ -102,15 +110,22 @@ _TABLE = LoggedEvent._meta.db_table
 
 
 def _append_postgresql(rows: list[tuple[object, ...]]) -> list[int]:
-    """One statement with one array per column. It runs on a server-binding psycopg
-    cursor on Django's connection (same transaction): Django's client-side binding cursor
-    would quote a thousand-element array in Python, which cost more than the insert."""
+    """COPY on Django's connection (same transaction): the fastest way into PostgreSQL,
+    rows encoded in C. Under the append lock the new positions are exactly those above the
+    previous maximum (sequence values only grow)."""
     import psycopg
 
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_unnest_sql(), [list(column) for column in zip(*rows, strict=True)])
-        return sorted(row[0] for row in cursor.fetchall())
+        cursor.execute(f"SELECT COALESCE(MAX(position), 0) FROM {_TABLE}")
+        before = cursor.fetchone()[0]  # type: ignore[index]
+        with cursor.copy(f"COPY {_TABLE} ({', '.join(_INSERT_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"SELECT position FROM {_TABLE} WHERE position > %s ORDER BY position", [before]
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 _INSERT_COLUMNS = (
@@ -135,23 +150,6 @@ _INSERT_COLUMNS = (
     "is_sidechain",
     "host",
 )
-
-
-# PostgreSQL types of _INSERT_COLUMNS, for unnest's arrays.
-_COLUMN_TYPES = (
-    "bigint", "text", "smallint", "integer", "text", "text", "timestamptz", "timestamptz",
-    "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "boolean", "text",
-    "text", "boolean", "text",
-)  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def _unnest_sql() -> str:
-    arrays = ", ".join(f"%s::{kind}[]" for kind in _COLUMN_TYPES)
-    return (
-        f"INSERT INTO {_TABLE} ({', '.join(_INSERT_COLUMNS)}) "
-        f"SELECT * FROM unnest({arrays}) RETURNING position"
-    )
 
 
 @lru_cache(maxsize=1)
