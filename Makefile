@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-ingest bench-read clean
+.PHONY: run test lint bench-ingest bench-read bench-fanout clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	cd agent && ../$(BIN)/mypy src
 	$(BIN)/lint-imports
+
+# Benchmarks need the PostgreSQL and Redis servers on 127.0.0.1 (see BENCHMARKS.md).
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest
+
+bench-read: $(STAMP)
+	$(BIN)/python -m bench.read_api
+
+bench-fanout: $(STAMP)
+	$(BIN)/python -m bench.fanout
 
 clean:
 	rm -rf $(VENV) var/test-*
