@@ -22,10 +22,10 @@ from usage.events import EventKind, UsageEvent, UsageRecord
 from usage.limits import LimitReading, OfficialLimits
 from usage.models import CompletedWindow, LoggedEvent, OfficialLimit
 
-_READ_FIELDS = (
-    "position",
+_INSERT_COLUMNS = (
     "user_id",
     "kind",
+    "schema_version",
     "revision",
     "message_id",
     "request_id",
@@ -43,8 +43,8 @@ _READ_FIELDS = (
     "project_path",
     "is_sidechain",
     "host",
-    "schema_version",
 )
+_READ_FIELDS = ("position", *_INSERT_COLUMNS)
 
 
 @contextmanager
@@ -126,30 +126,6 @@ def _append_postgresql(rows: list[tuple[object, ...]]) -> list[int]:
             f"SELECT position FROM {_TABLE} WHERE position > %s ORDER BY position", [before]
         )
         return [row[0] for row in cursor.fetchall()]
-
-
-_INSERT_COLUMNS = (
-    "user_id",
-    "kind",
-    "schema_version",
-    "revision",
-    "message_id",
-    "request_id",
-    "occurred_at",
-    "recorded_at",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "priced",
-    "session_id",
-    "project_path",
-    "is_sidechain",
-    "host",
-)
 
 
 @lru_cache(maxsize=1)
@@ -271,9 +247,9 @@ def _events(rows: Iterable[tuple[object, ...]]) -> list[UsageEvent]:
 
 
 def _event(row: tuple) -> UsageEvent:  # type: ignore[type-arg]
-    (position, user_id, kind, revision, message_id, request_id, occurred_at, recorded_at,
-     model, input_tokens, output_tokens, cache_5m, cache_1h, cache_read, cost_nanos, priced,
-     session_id, project_path, is_sidechain, host, schema_version) = row  # fmt: skip
+    (position, user_id, kind, schema_version, revision, message_id, request_id, occurred_at,
+     recorded_at, model, input_tokens, output_tokens, cache_5m, cache_1h, cache_read,
+     cost_nanos, priced, session_id, project_path, is_sidechain, host) = row  # fmt: skip
     record = UsageRecord(
         message_id=message_id,
         request_id=request_id,
