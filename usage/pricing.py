@@ -133,13 +133,6 @@ def rates_for(model: str, at: datetime, *, context_tokens: int = 0) -> Rates | N
     )
 
 
-def price_table_version() -> str:
-    """Identifies the price data in use, for the API's metadata."""
-    import genai_prices
-
-    return f"genai-prices {getattr(genai_prices, '__version__', 'unknown')}"
-
-
 @lru_cache(maxsize=1024)
 def _model_price(model: str, day: str) -> ModelPrice | None:
     # Cached per model and day: the lookup walks every model's match rules.

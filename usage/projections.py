@@ -34,6 +34,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from usage.snapshots import Totals as Bucket  # a bucket holds the same six sums
+
 LAYOUT_VERSION = "v1"
 TOKEN_FIELDS = ("i", "o", "cc", "cr")
 SUM_FIELDS = (*TOKEN_FIELDS, "n", "c")
@@ -182,29 +184,6 @@ class Contribution:
     member: str  # identifies the counted message in the timestamp index
     unpriced: bool
     host: str
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cache_read_tokens: int = 0
-    messages: int = 0
-    cost_nanos: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_tokens
-            + self.cache_read_tokens
-        )
-
-    @property
-    def input_output_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 def project_id(project_path: str) -> int:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from usage import projections, projector, snapshots, store
 from usage.limits import LimitReport, apply_official
-from usage.projections import Bucket
 from usage.snapshots import Totals
 from usage.windows import (
     CUSTOM_PLAN,
     WINDOW_LENGTH,
+    BurnRate,
     RateLimitState,
     Window,
     WindowAlign,
@@ -48,10 +48,10 @@ def dashboard(
     )
     burn = _burn(last_hour)
     return snapshots.dashboard(
-        totals=_totals(summary),
+        totals=summary,
         hours=hours,
         burn=burn,
-        models={name: _totals(bucket) for name, bucket in models.items()},
+        models=models,
         rate_limit=_rate_limit(user_id, now, limits, burn.tokens_per_minute),
         unpriced_models=projections.unpriced_models(user_id),
     )
@@ -72,7 +72,7 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
         "end_time": _moment(last + step).isoformat(),
         "interval": interval,
         "data_points": [
-            snapshots.timeseries_point(_moment(slot), _totals(bucket))
+            snapshots.timeseries_point(_moment(slot), bucket)
             for slot, (bucket, _) in zip(starts, sums, strict=True)
         ],
     }
@@ -82,7 +82,7 @@ def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, ob
     projector.ensure_current(user_id)
     (totals, _), (last_hour, _) = projections.sum_groups(user_id, [["tot"], _last_hour_keys(now)])
     return snapshots.stats(
-        totals=_totals(totals),
+        totals=totals,
         sessions=projections.session_count(user_id),
         projects=projections.project_count(user_id),
         rate_limit=_rate_limit(user_id, now, limits, _burn(last_hour).tokens_per_minute),
@@ -123,7 +123,7 @@ def _estimated_rate_limit(
 ) -> RateLimitState:
     window = _last_window(user_id, limits.window_align)
     active = window if window is not None and window.is_active(now) else None
-    window_totals = Bucket()
+    window_totals = Totals()
     if active is not None:
         window_totals = projections.sum_groups(
             user_id, [_range_keys(active.start, active.end, inclusive_end=True)]
@@ -147,7 +147,7 @@ def _estimated_rate_limit(
     )
 
 
-def _without_earlier_windows(user_id: int, window: Window, totals: Bucket) -> Bucket:
+def _without_earlier_windows(user_id: int, window: Window, totals: Totals) -> Totals:
     """``totals`` of whole minute buckets, less the messages of earlier windows that share
     the window's first minute. With ``window_align=exact`` a window opened at 15:00:40 by a
     message that came after the previous window ended at 15:00:10 shares the 15:00 bucket
@@ -166,7 +166,7 @@ def _without_earlier_windows(user_id: int, window: Window, totals: Bucket) -> Bu
         for entry in store.latest_entries(user_id, {e.record.message_id for e in logged})
         if entry.counted and minute_start <= entry.record.timestamp < cut
     ]
-    return Bucket(
+    return Totals(
         input_tokens=totals.input_tokens - sum(r.input_tokens for r in earlier),
         output_tokens=totals.output_tokens - sum(r.output_tokens for r in earlier),
         cache_creation_tokens=totals.cache_creation_tokens
@@ -187,7 +187,7 @@ def _last_window(user_id: int, align: WindowAlign) -> Window | None:
     )
 
 
-def _burn(last_hour: Bucket):  # type: ignore[no-untyped-def]
+def _burn(last_hour: Totals) -> BurnRate:
     return burn_rate(
         input_output_tokens_last_hour=last_hour.input_output_tokens,
         all_tokens_last_hour=last_hour.total_tokens,
@@ -281,17 +281,6 @@ def _host(fields: dict[str, str]) -> dict[str, object]:
 
 def _totals_from_fields(fields: dict[str, str]) -> Totals:
     return Totals(*(int(fields.get(name, 0)) for name in projections.SUM_FIELDS))
-
-
-def _totals(bucket: Bucket) -> Totals:
-    return Totals(
-        input_tokens=bucket.input_tokens,
-        output_tokens=bucket.output_tokens,
-        cache_creation_tokens=bucket.cache_creation_tokens,
-        cache_read_tokens=bucket.cache_read_tokens,
-        messages=bucket.messages,
-        cost_nanos=bucket.cost_nanos,
-    )
 
 
 def _range_keys(start: datetime, end: datetime, *, inclusive_end: bool = True) -> list[str]:

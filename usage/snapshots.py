@@ -36,6 +36,11 @@ class Totals:
             + self.cache_read_tokens
         )
 
+    @property
+    def input_output_tokens(self) -> int:
+        """What plan limits count."""
+        return self.input_tokens + self.output_tokens
+
 
 def usd(cost_nanos: int) -> float:
     return round(cost_nanos / NANOS_PER_USD, 6)
