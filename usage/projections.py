@@ -232,17 +232,33 @@ def apply(
     applied; None when the checkpoint is not ``after`` (a gap or a race: re-read from it)."""
     if not events:
         return after
-    positions = [position for position, _ in events]
-    current = checkpoint(user_id) or 0
-    if after < current < positions[-1]:
-        # Part of the batch is already in: apply the rest, which starts right after it.
-        events = [(position, c) for position, c in events if position > current]
-        after = current
+    last = events[-1][0]
+    status, current = _run_apply(user_id, events, after=after, last=last)
+    if status < 0 and after < current < last:
+        # Part of the batch is already in (a concurrent catch-up read fewer events):
+        # apply the rest, which starts right after it.
+        rest = [(position, c) for position, c in events if position > current]
+        status, current = _run_apply(user_id, rest, after=current, last=last)
+    return None if status < 0 else current
+
+
+def _run_apply(
+    user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]], *, after: int, last: int
+) -> tuple[int, int]:
     batch = _aggregate(events)
-    batch.update(after=after, last=positions[-1])
-    script = client().register_script(_APPLY)
-    status, new_checkpoint = script(keys=[user_prefix(user_id)], args=[json.dumps(batch)])
-    return None if int(status) < 0 else int(new_checkpoint)
+    batch.update(after=after, last=last)
+    status, checkpoint_now = _script(_APPLY)(keys=[user_prefix(user_id)], args=[json.dumps(batch)])
+    return int(status), int(checkpoint_now)
+
+
+@lru_cache(maxsize=8)
+def _script_for(url: str, source: str) -> Any:
+    return _client(url).register_script(source)
+
+
+def _script(source: str) -> Any:
+    """A registered script, hashed once per process rather than on every call."""
+    return _script_for(settings.REDIS_URL, source)
 
 
 def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str, Any]:
@@ -395,8 +411,7 @@ def sum_groups(
     user_id: int, groups: Sequence[Sequence[str]], *, with_models: bool = False
 ) -> list[tuple[Bucket, dict[str, Bucket]]]:
     """Sum the buckets named in each group (key suffixes such as ``m:1728144000``)."""
-    script = client().register_script(_SUM_GROUPS)
-    rows = script(
+    rows = _script(_SUM_GROUPS)(
         keys=[user_prefix(user_id)], args=["1" if with_models else "0", json.dumps(groups)]
     )
     return [(_bucket(row[:6]), _model_buckets(row[6:])) for row in rows]
@@ -408,8 +423,7 @@ def totals(user_id: int) -> tuple[Bucket, dict[str, Bucket]]:
 
 def last_window(user_id: int, align: str) -> tuple[int, int, int] | None:
     """(start, first message, last message) in epoch ms of the user's latest window."""
-    script = client().register_script(_LAST_WINDOW)
-    found = script(keys=[user_prefix(user_id)], args=[align])
+    found = _script(_LAST_WINDOW)(keys=[user_prefix(user_id)], args=[align])
     if not found:
         return None
     start, first, last = (int(float(value)) for value in found)

@@ -79,8 +79,9 @@ def _restart(user_id: int) -> int | None:
 
 
 def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: int) -> int | None:
-    if after < 0 or projections.checkpoint(user_id) is None:
+    if after < 0:
         return None
+    # The Lua script itself refuses a missing or moved checkpoint (None: catch up instead).
     return projections.apply(user_id, _contributions(user_id, events), after=after)
 
 
