@@ -388,3 +388,40 @@ def test_the_same_batch_ingested_by_several_threads_at_once_counts_once(
     concurrent = projections.snapshot(user.pk)
     projector.rebuild_user(user.pk)
     assert projections.snapshot(user.pk) == concurrent
+
+
+# --- query plans on PostgreSQL -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_young_log_gets_statistics_so_the_dedupe_probe_uses_the_unique_index(
+    user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without statistics PostgreSQL probed each id through ``usage_event_user_position``,
+    reading all of the user's rows per id. The first appends past ``YOUNG_LOG_ROWS`` make sure
+    the log has statistics; the probe then goes through the unique index."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner and statistics")
+    statistics = store._Statistics()
+    monkeypatch.setattr(store, "_statistics", statistics)
+    with connection.cursor() as cursor:  # forget any statistics an earlier test left behind
+        cursor.execute("DELETE FROM pg_statistic WHERE starelid = 'usage_event'::regclass")
+    start = NOW - timedelta(hours=2)
+    records = [
+        assistant_record(f"msg_{i:05d}", start + timedelta(seconds=i))
+        for i in range(store.YOUNG_LOG_ROWS + 200)
+    ]
+    for offset in range(0, len(records), 400):
+        ingest(user.pk, records[offset : offset + 400])
+
+    assert statistics.known
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_distinct FROM pg_stats WHERE tablename = 'usage_event' "
+            "AND attname = 'user_id'"
+        )
+        assert cursor.fetchall() == [(1.0,)]  # one user: every row is theirs
+        ids = [f"msg_{i:05d}" for i in range(0, 1000, 3)]
+        cursor.execute("EXPLAIN " + store.dedupe_probe_sql(), [ids, user.pk])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "usage_event_one_revision" in plan, plan
