@@ -449,7 +449,10 @@ def _frame_name(frame: str) -> str:
     found = _FRAME.match(frame)
     if not found:
         return frame
-    return f"{_short_path(found['path'])}:{found['function']}"
+    # py-spy 0.4 names methods by their qualified name ("IngestView.post"); the phases
+    # and the view are looked up by the bare function name.
+    function = found["function"].rsplit(".", 1)[-1]
+    return f"{_short_path(found['path'])}:{function}"
 
 
 # --- profiling: cProfile around services.ingest_records ---------------------------------

@@ -12,17 +12,18 @@ The rules, which make the result independent of arrival order:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from usage.events import EventKind, UsageRecord
 
 Key = tuple[str, str]  # (message id, request id)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """The latest logged state of one (message id, request id)."""
+class Entry(NamedTuple):
+    """The latest logged state of one (message id, request id). NamedTuples here: as
+    immutable as frozen dataclasses and several times faster to build (one per record)."""
 
     record: UsageRecord
     revision: int
@@ -33,8 +34,7 @@ class Entry:
         return (self.record.message_id, self.record.request_id)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """One event to append. For a retraction ``record`` is the copy being withdrawn."""
 
     kind: EventKind
@@ -66,6 +66,7 @@ class _Ledger:
     def __init__(self, logged: Iterable[Entry]) -> None:
         self._entries: dict[Key, Entry] = {}
         self._by_message: dict[str, list[Key]] = {}
+        self._with_sidechain_copies: set[str] = set()  # message ids: the common case is none
         for entry in logged:
             self._put(entry)
 
@@ -101,11 +102,13 @@ class _Ledger:
         return Decision(EventKind.RECORDED, record, 0)
 
     def _retract_sidechain_copies(self, message_id: str) -> list[Decision]:
+        if message_id not in self._with_sidechain_copies:
+            return []
         made = []
         for key in self._by_message.get(message_id, []):
             entry = self._entries[key]
             if entry.record.is_sidechain and entry.counted:
-                retracted = replace(entry, revision=entry.revision + 1, counted=False)
+                retracted = entry._replace(revision=entry.revision + 1, counted=False)
                 self._put(retracted)
                 made.append(Decision(EventKind.RETRACTED, entry.record, retracted.revision))
         return made
@@ -120,6 +123,8 @@ class _Ledger:
         key = entry.key
         if key not in self._entries:
             self._by_message.setdefault(key[0], []).append(key)
+        if entry.record.is_sidechain:
+            self._with_sidechain_copies.add(key[0])
         self._entries[key] = entry
 
 

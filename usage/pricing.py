@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
+from typing import NamedTuple
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
@@ -20,8 +21,10 @@ NANOS_PER_USD = 1_000_000_000
 _NANOS_PER_MTOK_UNIT = Decimal(1000)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenCounts:
+class TokenCounts(NamedTuple):
+    """One request's tokens. (A NamedTuple: built once per record at ingest, and three times
+    cheaper to build than a frozen dataclass.)"""
+
     input_tokens: int
     output_tokens: int
     cache_creation_5m_tokens: int

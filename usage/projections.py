@@ -27,9 +27,8 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
@@ -166,9 +165,12 @@ return {tostring(start), tostring(first_ts), tostring(last[2])}
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    """What one event adds to (sign +1) or takes from (sign -1) the read models."""
+class Contribution(NamedTuple):
+    """What one event adds to (sign +1) or takes from (sign -1) the read models.
+
+    A NamedTuple, not a frozen dataclass: just as immutable, and built three times faster
+    (a frozen dataclass sets each field through ``object.__setattr__``), once per event on
+    the ingest path."""
 
     sign: int
     timestamp_ms: int
