@@ -24,12 +24,12 @@ twice is a no-op).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+import orjson
 import redis
 from django.conf import settings
 
@@ -249,7 +249,9 @@ def _run_apply(
 ) -> tuple[int, int]:
     batch = _aggregate(events)
     batch.update(after=after, last=last)
-    status, checkpoint_now = _script(_APPLY)(keys=[user_prefix(user_id)], args=[json.dumps(batch)])
+    status, checkpoint_now = _script(_APPLY)(
+        keys=[user_prefix(user_id)], args=[orjson.dumps(batch)]
+    )
     return int(status), int(checkpoint_now)
 
 
@@ -414,7 +416,7 @@ def sum_groups(
 ) -> list[tuple[Bucket, dict[str, Bucket]]]:
     """Sum the buckets named in each group (key suffixes such as ``m:1728144000``)."""
     rows = _script(_SUM_GROUPS)(
-        keys=[user_prefix(user_id)], args=["1" if with_models else "0", json.dumps(groups)]
+        keys=[user_prefix(user_id)], args=["1" if with_models else "0", orjson.dumps(groups)]
     )
     return [(_bucket(row[:6]), _model_buckets(row[6:])) for row in rows]
 

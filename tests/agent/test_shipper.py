@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,15 @@ from claude_usage_agent.shipper import Shipper, Totals
 from claude_usage_agent.transport import IngestResult, parse_ingest_result
 
 from .fake_server import FakeUsageServer
-from .transcripts import SAMPLE_PROJECTS, SECRET, append, assistant_line, line, user_record
+from .transcripts import (
+    SAMPLE_PROJECTS,
+    SECRET,
+    append,
+    assistant_line,
+    line,
+    now_stamp,
+    user_record,
+)
 
 SERVER = "http://usage.test"
 
@@ -64,13 +73,21 @@ class Harness:
 
 
 def write_session(path: Path, count: int, prefix: str = "m", tokens: int = 10) -> None:
-    """`count` assistant messages, each written as two content-block lines, between prompts."""
+    """`count` assistant messages, each written as two content-block lines, between prompts.
+    The two copies are alike to the millisecond, so that the agent cannot rank them and sends
+    both (see the tests of merged copies below): the counts here are of lines."""
+    stamp = now_stamp()
     for index in range(count):
         append(path, line(user_record()))
         for _block in range(2):
             append(
                 path,
-                assistant_line(f"{prefix}{index}", f"req-{prefix}{index}", input_tokens=tokens),
+                assistant_line(
+                    f"{prefix}{index}",
+                    f"req-{prefix}{index}",
+                    input_tokens=tokens,
+                    timestamp=stamp,
+                ),
             )
 
 
@@ -180,8 +197,13 @@ def test_checkpoints_move_only_after_the_server_answered(tmp_path: Path) -> None
     harness.ship(log)
     lines = log.read_bytes().splitlines(keepends=True)
     ends = [sum(len(text) for text in lines[: count + 1]) for count in range(len(lines))]
-    # At each delivery, the saved checkpoint is just after the previous batch's last line.
-    assert seen == [None, ends[2], ends[5]]
+    batch_ends = [ends[2], ends[5], ends[8]]
+    # At each delivery the saved checkpoint is at most the end of a batch already answered
+    # (answers are taken in while the next batch is on the wire, so it may lag behind).
+    assert seen[0] is None
+    for number in (1, 2):
+        assert seen[number] in (None, *batch_ends[:number])
+    assert harness.offset(log) == batch_ends[-1] == log.stat().st_size
 
 
 def test_a_batch_spanning_files_moves_all_their_checkpoints(tmp_path: Path) -> None:
@@ -285,7 +307,134 @@ def test_the_sample_tree_ships_every_usage_line(harness: Harness) -> None:
         pytest.skip(f"{SAMPLE_PROJECTS} is not there")
     files = [Path(name) for name in transcript_files([SAMPLE_PROJECTS])]
     totals = harness.ship(*files)
-    assert totals.records_sent == 541  # every line with a message.usage object
+    # Every line with a message.usage object: sent, or merged into a better copy sent with it.
+    assert totals.records_sent + totals.copies_merged == 541
     assert (totals.files_read, totals.malformed_lines) == (16, 1)
     sent = [record for batch in harness.server.batches for record in batch]
     assert not any("content" in record["message"] for record in sent)
+
+
+# --- copies of one message within a batch ----------------------------------------------------
+
+T0 = "2025-10-05T10:00:00.000Z"
+T1 = "2025-10-05T10:00:00.250Z"
+
+
+def test_only_the_copy_the_server_would_keep_is_sent(harness: Harness, tmp_path: Path) -> None:
+    """Claude Code's content-block lines: early copies carry partial output counts."""
+    log = tmp_path / "s.jsonl"
+    for output_tokens, stamp in ((1, T0), (40, T1), (7, T1)):
+        append(log, assistant_line("m", "r", output_tokens=output_tokens, timestamp=stamp))
+    totals = harness.ship(log)
+    assert (totals.records_sent, totals.copies_merged) == (1, 2)
+    (sent,) = harness.server.batches[0]
+    assert sent["message"]["usage"]["output_tokens"] == 40
+    assert harness.offset(log) == log.stat().st_size
+
+
+def test_a_parent_copy_beats_a_larger_sidechain_copy(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    append(log, assistant_line("m", "r", output_tokens=90, sidechain=True, timestamp=T0))
+    append(log, assistant_line("m", "r", output_tokens=5, timestamp=T1))
+    harness.ship(log)
+    (sent,) = harness.server.batches[0]
+    assert (sent["isSidechain"], sent["message"]["usage"]["output_tokens"]) == (False, 5)
+
+
+def test_among_equal_copies_the_earliest_is_sent(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    append(log, assistant_line("m", "r", timestamp=T1))
+    append(log, assistant_line("m", "r", timestamp=T0))
+    harness.ship(log)
+    assert [record["timestamp"] for record in harness.server.batches[0]] == [T0]
+
+
+def test_copies_the_agent_cannot_rank_are_all_sent(harness: Harness, tmp_path: Path) -> None:
+    """Same rank (the server's further tie-breaks decide) or a count the server would refuse
+    (the other copy may be the one that counts): the server gets them all."""
+    log = tmp_path / "s.jsonl"
+    append(log, assistant_line("same", "r", timestamp=T0, session_id="a"))
+    append(log, assistant_line("same", "r", timestamp=T0, session_id="b"))
+    append(log, assistant_line("bad", "r", timestamp=T0))
+    append(log, assistant_line("bad", "r", timestamp=T1, output_tokens=-3))
+    append(log, assistant_line("bad", "r", timestamp=T1, output_tokens=10**12))
+    totals = harness.ship(log)
+    assert (totals.records_sent, totals.copies_merged) == (5, 0)
+
+
+def test_merging_copies_leaves_the_server_totals_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not SAMPLE_PROJECTS.is_dir():
+        pytest.skip(f"{SAMPLE_PROJECTS} is not there")
+    files = [Path(name) for name in transcript_files([SAMPLE_PROJECTS])]
+    (tmp_path / "merged").mkdir()
+    merged = Harness(tmp_path / "merged")
+    assert merged.ship(*files).copies_merged > 0
+    monkeypatch.setattr("claude_usage_agent.shipper.copy_rank", lambda record: None)
+    everything = Harness(tmp_path)
+    assert everything.ship(*files).copies_merged == 0
+    assert merged.server.records == everything.server.records
+
+
+# --- reading goes on while the server answers -------------------------------------------------
+
+
+class Events:
+    """A Progress that records who advanced what, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def advance(self, *, files: int = 0, bytes_read: int = 0, records: int = 0) -> None:
+        if records:
+            self.seen.append(f"answered {records}")
+        elif bytes_read and not files:
+            self.seen.append("read a batch")
+
+    def finish(self) -> None:
+        pass
+
+
+def test_the_next_batch_is_read_while_the_server_answers(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, batch_size=2)
+    log = tmp_path / "s.jsonl"
+    for index in range(6):
+        append(log, assistant_line(f"m{index}", f"r{index}"))
+    harness.before = lambda number: time.sleep(0.2) if number == 1 else None
+    events = Events()
+    shipper = Shipper(
+        state=load_state(harness.state_file, SERVER),
+        deliver=harness.deliver,
+        save=lambda current: save_state(harness.state_file, current),
+        batch_size=2,
+    )
+    shipper.ship([str(log)], events)
+    # The second batch (and the third, which then waits) was read before the first was
+    # answered; no more than that: reading stops while two batches are unanswered.
+    assert events.seen[:4] == ["read a batch"] * 3 + ["answered 2"]
+    assert harness.offset(log) == log.stat().st_size
+
+
+def test_after_a_failed_batch_no_later_batch_is_sent(tmp_path: Path) -> None:
+    """The third batch is read and waiting while the second fails: it must not be sent, or
+    its checkpoint would pass over the second batch's records."""
+    harness = Harness(tmp_path, batch_size=2)
+    log = tmp_path / "s.jsonl"
+    for index in range(6):
+        append(log, assistant_line(f"m{index}", f"r{index}"))
+
+    def fail_second_slowly(number: int) -> None:
+        if number == 2:
+            time.sleep(0.2)  # time enough for the reader to queue the third batch
+            raise GaveUpError("server down")
+
+    harness.before = fail_second_slowly
+    with pytest.raises(GaveUpError):
+        harness.ship(log)
+    assert harness.deliveries == [2, 2]
+    first_batch_end = sum(len(text) for text in log.read_bytes().splitlines(keepends=True)[:2])
+    assert harness.offset(log) == first_batch_end

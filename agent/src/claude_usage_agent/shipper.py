@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
@@ -18,7 +21,9 @@ from claude_usage_agent.checkpoints import AgentState, Checkpoint, needs_reading
 from claude_usage_agent.lines import follows_line_end, iter_complete_lines
 from claude_usage_agent.progress import NoProgress, Progress
 from claude_usage_agent.records import (
+    CopyRank,
     MalformedLineError,
+    copy_rank,
     describe_record,
     encode_record,
     is_older_than,
@@ -26,7 +31,7 @@ from claude_usage_agent.records import (
     parse_line,
     slim_record,
 )
-from claude_usage_agent.transport import IngestResult
+from claude_usage_agent.transport import EncodedLines, IngestResult
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,9 @@ class Totals:
     lines_read: int = 0
     malformed_lines: int = 0
     older_than_since: int = 0
+    # Copies of a message that a better copy in the same batch made pointless to send
+    # (Claude Code writes one line per content block, each repeating the usage).
+    copies_merged: int = 0
     records_sent: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -66,6 +74,8 @@ class Totals:
             text += f"; {self.malformed_lines} malformed lines ignored"
         if self.older_than_since:
             text += f"; {self.older_than_since} records older than --since left out"
+        if self.copies_merged:
+            text += f"; {self.copies_merged} repeated copies merged before sending"
         return text
 
 
@@ -76,6 +86,8 @@ class Batch:
     sources: list[str] = field(default_factory=list)
     # Where each file's checkpoint goes once the server has answered for `lines`.
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    # (message id, request id) -> (index in `lines`, rank) of the copy this batch carries.
+    copies: dict[tuple[str, str], tuple[int, CopyRank]] = field(default_factory=dict)
 
 
 class Shipper:
@@ -89,13 +101,13 @@ class Shipper:
         batch_size: int = MAX_BATCH_SIZE,
     ) -> None:
         self._state = state
-        self._deliver = deliver
         self._save = save
         self._since = since
         self._batch_size = batch_size
         self._batch = Batch()
         self._totals = Totals()
         self._progress: Progress = NoProgress()
+        self._sender = _InOrder(deliver, self._answer)
 
     def plan(self, paths: Iterable[str]) -> tuple[int, int]:
         """(files, bytes) that a `ship` would read now, for the progress display."""
@@ -115,6 +127,7 @@ class Shipper:
         for path in paths:
             self._read_file(path)
         self._flush()
+        self._sender.drain()
         return self._totals
 
     def _changed(self, path: str) -> os.stat_result | None:
@@ -165,8 +178,8 @@ class Shipper:
         for line, end in iter_complete_lines(handle, start):
             self._take_line(line, path, end)
             offset = end
-            self._batch.checkpoints[path] = Checkpoint(inode, end, end)
             if len(self._batch.lines) >= self._batch_size:
+                self._batch.checkpoints[path] = Checkpoint(inode, end, end)
                 self._progress.advance(bytes_read=offset - reported)
                 reported = offset
                 self._flush()
@@ -191,13 +204,34 @@ class Shipper:
         if is_older_than(record, self._since):
             self._totals.older_than_since += 1
             return
-        self._batch.lines.append(encode_record(record))
-        self._batch.sources.append(path)
+        batch = self._batch
+        ranked = copy_rank(record)
+        if ranked is not None:
+            key, rank = ranked
+            held = batch.copies.get(key)
+            if held is not None and held[1] != rank:
+                # The server keeps only the preferred copy of a (message id, request id);
+                # sending the other one would cost it a duplicate check and change nothing.
+                self._totals.copies_merged += 1
+                index, held_rank = held
+                if rank > held_rank:
+                    batch.lines[index] = encode_record(record)
+                    batch.sources[index] = path
+                    batch.copies[key] = (index, rank)
+                return
+            batch.copies[key] = (len(batch.lines), rank)
+        batch.lines.append(encode_record(record))
+        batch.sources.append(path)
 
     def _flush(self) -> None:
+        """Hand the batch to the sender; reading goes on while the server answers it."""
         batch, self._batch = self._batch, Batch()
+        if batch.lines or batch.checkpoints:
+            self._sender.submit(batch, EncodedLines(batch.lines) if batch.lines else None)
+
+    def _answer(self, batch: Batch, result: IngestResult) -> None:
+        """The server answered for `batch`, and for every batch before it."""
         if batch.lines:
-            result = self._deliver(batch.lines)
             self._totals.count(result, len(batch.lines))
             self._progress.advance(records=len(batch.lines))
             _log_rejections(batch, result)
@@ -205,6 +239,78 @@ class Shipper:
         if batch.checkpoints:
             self._state.files.update(batch.checkpoints)
             self._save(self._state)
+
+
+class _InOrder:
+    """Sends batches from one background thread while the caller reads the next ones, and
+    hands the answers back to the caller's thread in the order the batches were read.
+
+    Only the request runs in the background: answers are taken in (totals, checkpoints, the
+    state file) on the caller's thread, while the next batch is already on the wire. At most
+    one batch waits while another is being sent: beyond that the caller blocks, so memory
+    stays at a few batches whatever the tree's size. Once a batch fails, no later batch is
+    sent, and no later answer is taken in (its checkpoints would skip the failed batch's
+    records); the failure is raised to the caller. The thread is a daemon: a killed or
+    interrupted agent abandons the batch in flight, whose checkpoints were not saved, and
+    reads it again next time."""
+
+    def __init__(
+        self,
+        send: Callable[[Sequence[bytes]], IngestResult],
+        answer: Callable[[Batch, IngestResult], None],
+        waiting: int = 1,
+    ) -> None:
+        self._send = send
+        self._answer = answer
+        self._waiting = waiting
+        self._pending: deque[tuple[Batch, Future[IngestResult]]] = deque()
+        self._queue: deque[tuple[EncodedLines | None, Future[IngestResult]]] = deque()
+        self._ready = threading.Condition()
+        self._failed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, batch: Batch, lines: EncodedLines | None) -> None:
+        while self._pending and self._pending[0][1].done():
+            self._take_oldest()
+        while len(self._pending) > self._waiting:
+            self._take_oldest()
+        future: Future[IngestResult] = Future()
+        self._pending.append((batch, future))
+        with self._ready:
+            self._queue.append((lines, future))
+            self._ready.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ship", daemon=True)
+            self._thread.start()
+
+    def drain(self) -> None:
+        """Wait for the answers to every submitted batch and take them in."""
+        try:
+            while self._pending:
+                self._take_oldest()
+        finally:
+            self._pending.clear()
+
+    def _take_oldest(self) -> None:
+        batch, future = self._pending.popleft()
+        self._answer(batch, future.result())  # raises the failure of that batch, if any
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                lines, future = self._queue.popleft()
+            if self._failed:
+                future.set_exception(RuntimeError("an earlier batch failed; not sent"))
+            elif lines is None:
+                future.set_result(IngestResult())  # only checkpoints: nothing to send
+            else:
+                try:
+                    future.set_result(self._send(lines))
+                except BaseException as error:  # noqa: BLE001 - raised on the caller's thread
+                    self._failed = True
+                    future.set_exception(error)
 
 
 def _log_rejections(batch: Batch, result: IngestResult) -> None:

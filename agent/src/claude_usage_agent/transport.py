@@ -114,9 +114,23 @@ def encode_batch(lines: Sequence[bytes]) -> bytes:
     return gzip.compress(b"".join(line + b"\n" for line in lines), compresslevel=6)
 
 
+class EncodedLines(tuple[bytes, ...]):
+    """Lines with their request body compressed ahead of sending: the reader does it while
+    the previous batch is on the wire. A slice (a halved batch) is a plain tuple again and
+    is compressed when it is sent."""
+
+    body: bytes
+
+    def __new__(cls, lines: Sequence[bytes]) -> EncodedLines:
+        encoded = super().__new__(cls, lines)
+        encoded.body = encode_batch(encoded)
+        return encoded
+
+
 def post_events(endpoint: Endpoint, lines: Sequence[bytes]) -> IngestResult:
     headers = {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
-    answer = exchange(endpoint, "POST", EVENTS_PATH, encode_batch(lines), headers)
+    body = lines.body if isinstance(lines, EncodedLines) else encode_batch(lines)
+    answer = exchange(endpoint, "POST", EVENTS_PATH, body, headers)
     return parse_ingest_result(answer)
 
 
