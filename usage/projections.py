@@ -38,6 +38,9 @@ from usage.snapshots import Totals as Bucket  # a bucket holds the same six sums
 LAYOUT_VERSION = "v1"
 TOKEN_FIELDS = ("i", "o", "cc", "cr")
 SUM_FIELDS = (*TOKEN_FIELDS, "n", "c")
+# Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
+# arguments go in chunks of this many.
+UNPACK_LIMIT = 1000
 REBUILD_LOCK_SECONDS = 60  # dropping and resetting takes milliseconds; this bounds a crash
 
 # Applies one batch: all of a user's events in (after, last], pre-aggregated in Python into
@@ -56,17 +59,28 @@ local checkpoint = tonumber(stored)
 if checkpoint >= batch.last then return {0, checkpoint} end
 if checkpoint ~= batch.after then return {-1, checkpoint} end
 for _, op in ipairs(batch.incr) do
-  -- A field back at zero is removed, so that "+1 then -1" over two batches leaves the
-  -- same hash as both in one batch (where they cancel before reaching Redis).
-  if redis.call('HINCRBY', prefix .. op[1], op[2], op[3]) == 0 then
-    redis.call('HDEL', prefix .. op[1], op[2])
+  -- op: {key, {field, amount, field, amount, ...}}, no amount zero.
+  local key, changes = prefix .. op[1], op[2]
+  if redis.call('EXISTS', key) == 0 then
+    -- A new hash (most minute buckets of a backfill): one HSET instead of an HINCRBY per
+    -- field; the same hash either way.
+    redis.call('HSET', key, unpack(changes))
+  else
+    for i = 1, #changes, 2 do
+      -- A field back at zero is removed, so that "+1 then -1" over two batches leaves the
+      -- same hash as both in one batch (where they cancel before reaching Redis).
+      if redis.call('HINCRBY', key, changes[i], changes[i + 1]) == 0 then
+        redis.call('HDEL', key, changes[i])
+      end
+    end
   end
 end
-for _, op in ipairs(batch.zadd) do
-  redis.call('ZADD', prefix .. 'ts', op[2], op[1])
+-- Chunks of score/member pairs, one ZADD or ZREM each.
+for _, chunk in ipairs(batch.zadd) do
+  redis.call('ZADD', prefix .. 'ts', unpack(chunk))
 end
-for _, member in ipairs(batch.zrem) do
-  redis.call('ZREM', prefix .. 'ts', member)
+for _, chunk in ipairs(batch.zrem) do
+  redis.call('ZREM', prefix .. 'ts', unpack(chunk))
 end
 for _, op in ipairs(batch.hset) do
   redis.call('HSET', prefix .. op[1], op[2], op[3])
@@ -296,8 +310,10 @@ def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str
                 low, high = spans.get(owner, (ts, ts))
                 spans[owner] = (min(low, ts), max(high, ts))
     batch = _expand(cells, spans)
-    batch["zadd"] = [[member, ts] for member, ts in indexed.items() if ts is not None]
-    batch["zrem"] = [member for member, ts in indexed.items() if ts is None]
+    added = [item for member, ts in indexed.items() if ts is not None for item in (ts, member)]
+    removed = [member for member, ts in indexed.items() if ts is None]
+    batch["zadd"] = _chunks(added, UNPACK_LIMIT)
+    batch["zrem"] = _chunks(removed, UNPACK_LIMIT)
     return batch
 
 
@@ -324,19 +340,26 @@ def _expand(
         index[f"s:{sid}"] = (f"p:{pid}:sessions", sid)
         index[f"p:{pid}"] = ("projects", pid)
         index[f"host:{host}"] = ("hosts", host)
-    increments = [
-        [key, name, value]
-        for key, sums in by_key.items()
-        for name, value in zip(SUM_FIELDS, sums, strict=False)
-        if value
+    # Per key: [field, amount, field, amount, ...] (the Lua script's op), zeros left out.
+    changes: dict[str, list[str | int]] = {}
+    for key, sums in by_key.items():
+        changes[key] = [
+            item
+            for name, value in zip(SUM_FIELDS, sums, strict=False)
+            if value
+            for item in (name, value)
+        ]
+    for (key, model), sums in by_model_key.items():
+        changes[key] += [
+            item
+            for name, value in zip(SUM_FIELDS, sums, strict=False)
+            if value
+            for item in (f"{name}|{model}", value)
+        ]
+    changes["unpriced"] = [
+        item for model, count in unpriced.items() if count for item in (model, count)
     ]
-    increments += [
-        [key, f"{name}|{model}", value]
-        for (key, model), sums in by_model_key.items()
-        for name, value in zip(SUM_FIELDS, sums, strict=False)
-        if value
-    ]
-    increments += [["unpriced", model, count] for model, count in unpriced.items() if count]
+    increments = [[key, fields] for key, fields in changes.items() if fields]
     fields: dict[tuple[str, str], str] = {}
     widen = []
     for (path, session, host), (low, high) in spans.items():
@@ -352,6 +375,10 @@ def _expand(
         "index": [[key, set_key, member] for key, (set_key, member) in index.items()],
         "unpriced": sorted(unpriced),
     }
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _add(sums_by_key: dict[Any, list[int]], key: Any, sums: list[int]) -> None:
