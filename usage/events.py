@@ -123,6 +123,8 @@ def _cache_creation(usage: dict[str, object]) -> tuple[int, int]:
 
 def _count(container: dict[str, object], key: str) -> int:
     value = container.get(key, 0)
+    if type(value) is int and 0 <= value <= MAX_TOKENS_PER_FIELD:
+        return value  # the usual case, first (bool is a subclass of int, not ``int`` itself)
     if value is None:
         return 0
     # bool is an int in Python; JSON true is no token count.
@@ -136,6 +138,8 @@ def _count(container: dict[str, object], key: str) -> int:
 
 
 def _identifier(value: object, name: str, *, required: bool) -> str:
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
+        return value  # the usual case, first
     if value is None or value == "":
         if required:
             raise InvalidRecord(f"{name} is missing")

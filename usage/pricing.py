@@ -60,8 +60,11 @@ def cost_nanos(model: str, tokens: TokenCounts, at: datetime) -> int | None:
     table = _nanos_table(model, at.date().isoformat())
     if table is None:
         return None
-    context = tokens.context_tokens
-    rates = next(rates for threshold, rates in table if context > threshold)
+    if len(table) == 1:
+        rates = table[0][1]  # one tier, as for most models
+    else:
+        context = tokens.context_tokens
+        rates = next(rates for threshold, rates in table if context > threshold)
     total = (
         tokens.input_tokens * rates[0]
         + tokens.output_tokens * rates[1]

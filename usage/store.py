@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from django.db import connection, transaction
 
 from usage.dedupe import Entry
@@ -98,16 +99,17 @@ def _logged_with_message_ids_postgresql(user_id: int, ids: list[str]) -> list[Us
     if not ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(dedupe_probe_sql(), [ids, user_id])
+        cursor.execute(dedupe_probe_sql(), [orjson.dumps(ids).decode(), user_id])
         return _events(cursor.fetchall())
 
 
 @lru_cache(maxsize=1)
 def dedupe_probe_sql() -> str:
-    """Parameters: the message ids (a list), the user id."""
+    """Parameters: the message ids as a JSON array (one string parameter: quoting a list of
+    1,000 ids as an SQL array literal took psycopg a regex search per id), the user id."""
     columns = ", ".join(f"e.{column}" for column in _READ_FIELDS)
     return (
-        f"SELECT {columns} FROM unnest(%s::text[]) AS wanted(message_id) "
+        f"SELECT {columns} FROM jsonb_array_elements_text(%s::jsonb) AS wanted(message_id) "
         f"CROSS JOIN LATERAL (SELECT * FROM {_TABLE} WHERE user_id = %s "
         "AND message_id = wanted.message_id OFFSET 0) AS e"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import random
 import threading
 import time
@@ -422,6 +423,6 @@ def test_a_young_log_gets_statistics_so_the_dedupe_probe_uses_the_unique_index(
         )
         assert cursor.fetchall() == [(1.0,)]  # one user: every row is theirs
         ids = [f"msg_{i:05d}" for i in range(0, 1000, 3)]
-        cursor.execute("EXPLAIN " + store.dedupe_probe_sql(), [ids, user.pk])
+        cursor.execute("EXPLAIN " + store.dedupe_probe_sql(), [json.dumps(ids), user.pk])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "usage_event_one_revision" in plan, plan
