@@ -406,7 +406,10 @@ def test_a_young_log_gets_statistics_so_the_dedupe_probe_uses_the_unique_index(
     statistics = store._Statistics()
     monkeypatch.setattr(store, "_statistics", statistics)
     with connection.cursor() as cursor:  # forget any statistics an earlier test left behind
-        cursor.execute("DELETE FROM pg_statistic WHERE starelid = 'usage_event'::regclass")
+        try:
+            cursor.execute("DELETE FROM pg_statistic WHERE starelid = 'usage_event'::regclass")
+        except DatabaseError as error:  # pg_statistic is a superuser's table
+            pytest.skip(f"cannot reset the log's statistics as this database user: {error}")
     start = NOW - timedelta(hours=2)
     records = [
         assistant_record(f"msg_{i:05d}", start + timedelta(seconds=i))
