@@ -36,6 +36,8 @@ from claude_usage_agent.transport import EncodedLines, IngestResult
 log = logging.getLogger(__name__)
 
 MAX_BATCH_SIZE = 1000
+# Requests in flight at once (see _InOrder).
+SENDERS = 2
 
 
 @dataclass
@@ -242,46 +244,53 @@ class Shipper:
 
 
 class _InOrder:
-    """Sends batches from one background thread while the caller reads the next ones, and
-    hands the answers back to the caller's thread in the order the batches were read.
+    """Sends batches from background threads while the caller reads the next ones, and hands
+    the answers back to the caller's thread in the order the batches were read.
 
-    Only the request runs in the background: answers are taken in (totals, checkpoints, the
-    state file) on the caller's thread, while the next batch is already on the wire. At most
-    one batch waits while another is being sent: beyond that the caller blocks, so memory
-    stays at a few batches whatever the tree's size. Once a batch fails, no later batch is
-    sent, and no later answer is taken in (its checkpoints would skip the failed batch's
-    records); the failure is raised to the caller. The thread is a daemon: a killed or
-    interrupted agent abandons the batch in flight, whose checkpoints were not saved, and
-    reads it again next time."""
+    Only the requests run in the background: answers are taken in (totals, checkpoints, the
+    state file) on the caller's thread. At most ``senders`` batches are unanswered at once,
+    each on the wire or about to be, while the caller reads the next one; beyond that the
+    caller blocks, so memory stays at a few batches whatever the tree's size. Two senders:
+    the server overlaps one request's Python work with the other's waits on PostgreSQL and
+    Redis (a 300 MB backfill took 2.49-2.69 s with two, 2.84-3.11 s with one, 2.78-2.81 s
+    with three).
+
+    An answer is taken in only after every earlier one: once a batch fails, the failure is
+    raised to the caller and no later answer is taken in (its checkpoints would skip the
+    failed batch's records), and no batch not yet started is sent. A later batch already on
+    the wire may reach the server; it is sent again next time, and the server drops it as a
+    duplicate. The threads are daemons: a killed or interrupted agent abandons the batches in
+    flight, whose checkpoints were not saved, and reads them again next time."""
 
     def __init__(
         self,
         send: Callable[[Sequence[bytes]], IngestResult],
         answer: Callable[[Batch, IngestResult], None],
-        waiting: int = 1,
+        senders: int = SENDERS,
     ) -> None:
         self._send = send
         self._answer = answer
-        self._waiting = waiting
+        self._senders = senders
         self._pending: deque[tuple[Batch, Future[IngestResult]]] = deque()
         self._queue: deque[tuple[EncodedLines | None, Future[IngestResult]]] = deque()
         self._ready = threading.Condition()
         self._failed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def submit(self, batch: Batch, lines: EncodedLines | None) -> None:
         while self._pending and self._pending[0][1].done():
             self._take_oldest()
-        while len(self._pending) > self._waiting:
+        while len(self._pending) >= self._senders:
             self._take_oldest()
         future: Future[IngestResult] = Future()
         self._pending.append((batch, future))
         with self._ready:
             self._queue.append((lines, future))
             self._ready.notify()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ship", daemon=True)
-            self._thread.start()
+        while len(self._threads) < self._senders:
+            thread = threading.Thread(target=self._run, name="ship", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def drain(self) -> None:
         """Wait for the answers to every submitted batch and take them in."""
