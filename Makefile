@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-ingest bench-read bench-fanout clean
+.PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -38,11 +38,18 @@ lint: $(STAMP)
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
+bench-phases: $(STAMP)
+	$(BIN)/python -m bench.ingest_phases
+	$(BIN)/python -m bench.ingest_phases --shape backfill
+
 bench-read: $(STAMP)
 	$(BIN)/python -m bench.read_api
 
 bench-fanout: $(STAMP)
 	$(BIN)/python -m bench.fanout
+
+bench-backfill: $(STAMP)
+	$(BIN)/python -m bench.agent_backfill
 
 clean:
 	rm -rf $(VENV) var/test-*

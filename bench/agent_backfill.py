@@ -339,7 +339,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _records(seed: int, days: float, estimate: int) -> Iterator[dict[str, Any]]:
+def backfill_records(seed: int, days: float, estimate: int) -> Iterator[dict[str, Any]]:
     """Usage records, factory after factory (distinct salts), in case the estimate is low."""
     end = datetime.now(tz=UTC) - timedelta(minutes=5)
     for round_ in range(1000):
@@ -353,7 +353,7 @@ def _write_tree(root: Path, size: int, seed: int, days: float, deadline: Deadlin
     writer = _TreeWriter(root, seed)
     try:
         estimate = max(100, size // 8_000)  # about 8 kB of transcript per distinct message
-        for record in _records(seed, days, estimate):
+        for record in backfill_records(seed, days, estimate):
             if writer.bytes >= size:
                 break
             if writer.lines % 10_000 == 0:

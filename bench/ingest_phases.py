@@ -1,0 +1,175 @@
+"""Where one ingest batch's time goes, phase by phase, in-process (no HTTP), wall clock.
+
+    .venv/bin/python -m bench.ingest_phases                    # live-shaped batches
+    .venv/bin/python -m bench.ingest_phases --shape backfill   # a backfill's batches
+
+``services.ingest_records`` runs in this process after ``django.setup()``, on PostgreSQL and
+Redis set up as ``bench.ingest`` sets them up, with ``gc.freeze()`` as in daphne. Each phase
+is timed by wrapping its function (``time.perf_counter`` around the call), so the figures are
+wall-clock milliseconds per batch of 1,000 records, waits on PostgreSQL and Redis included,
+without a profiler's overhead. Phases nest: the indented ones are parts of the line above.
+
+Shapes: ``live`` is ``bench.ingest``'s records (6 hours, several messages a minute);
+``backfill`` is ``bench.agent_backfill``'s (60 days, one message every couple of minutes, so
+nearly every message opens its own minute bucket in Redis). The batches are decoded as the
+view decodes them (gunzip, one JSON document per line), and that is timed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+
+from bench.common import (
+    BENCH_USER,
+    DEFAULT_DATABASE,
+    DEFAULT_REDIS_URL,
+    HOSTS,
+    BenchEnv,
+    RecordFactory,
+    batched,
+    ndjson_gzip,
+    prepare,
+    print_machine,
+    rate,
+)
+
+BATCH = 1000
+# (label, module, function): wrapped in this order; indented labels are parts of the one above.
+PHASES = (
+    ("parse records", "usage.services", "_parse"),
+    ("dedupe query", "usage.store", "latest_entries"),
+    ("dedupe decision", "usage.services", "decide"),
+    ("last position of the user", "usage.store", "last_position"),
+    ("build events + pricing", "usage.services", "_event"),
+    ("insert (COPY)", "usage.store", "append"),
+    ("post-commit projection", "usage.projector", "after_commit"),
+    ("  contributions", "usage.projector", "_contributions"),
+    ("  aggregate + Lua apply", "usage.projections", "apply"),
+    ("  broadcast", "usage.notify", "changed"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    env = BenchEnv(database=args.database, redis_url=args.redis_url)
+    try:
+        print_machine()
+        prepare(env)
+        env.export()
+        return _measure(args)
+    finally:
+        env.cleanup()
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=40_000, help="timed records")
+    parser.add_argument("--shape", choices=("live", "backfill"), default="live")
+    parser.add_argument("--seed", type=int, default=20251005)
+    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    args = parser.parse_args(argv)
+    if args.records < BATCH:
+        parser.error(f"--records must be at least {BATCH}")
+    return args
+
+
+def _bodies(args: argparse.Namespace) -> list[bytes]:
+    """One warm-up batch, then the timed ones, gzip'd NDJSON as the agent sends them."""
+    total = args.records + BATCH
+    end = datetime.now(tz=UTC) - timedelta(minutes=1)
+    if args.shape == "live":
+        records = RecordFactory(seed=args.seed).records(total, end=end, span=timedelta(hours=6))
+    else:
+        from bench.agent_backfill import backfill_records
+
+        records = islice(backfill_records(args.seed, 60.0, total), total)
+    return [ndjson_gzip(chunk) for chunk in batched(records, BATCH)]
+
+
+def _measure(args: argparse.Namespace) -> int:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+
+    from usage import services
+
+    bodies = _bodies(args)
+    user_id = int(get_user_model().objects.get(username=BENCH_USER).pk)
+    gc.freeze()  # as backend/asgi.py does once the application is loaded
+    spent = {label: 0.0 for label, _, _ in PHASES}
+    for label, module, function in PHASES:
+        _time_calls(sys.modules[module], function, label, spent)
+
+    def ingest(index: int, body: bytes) -> float:
+        began = time.perf_counter()
+        lines = gzip.decompress(body).splitlines()
+        records: list[object] = [orjson.loads(line) for line in lines if line]
+        decoded = time.perf_counter()
+        result = services.ingest_records(
+            user_id=user_id, records=records, host=HOSTS[index % len(HOSTS)], now=_now()
+        )
+        if result.accepted != len(records):
+            raise RuntimeError(f"batch {index}: accepted {result.accepted} of {len(records)}")
+        return decoded - began
+
+    ingest(-1, bodies[0])  # warm-up: imports, price table, connections
+    for label in spent:
+        spent[label] = 0.0
+    decoding = 0.0
+    began = time.perf_counter()
+    for index, body in enumerate(bodies[1:]):
+        decoding += ingest(index, body)
+    seconds = time.perf_counter() - began
+    batches = len(bodies) - 1
+    print(
+        f"\n{args.shape}-shaped batches: {args.records:,} records in {batches} batches of "
+        f"{BATCH:,}, {seconds:.2f} s in all = {rate(args.records, seconds)} records/s in-process"
+    )
+    print(f"\n{'phase':<36}{'ms per batch':>14}")
+    print(f"{'decode the body (gunzip + NDJSON)':<36}{decoding / batches * 1000:>14.2f}")
+    print(f"{'services.ingest_records, all of it':<36}{_all(seconds, decoding, batches):>14.2f}")
+    for label, value in spent.items():
+        print(f"{'  ' + label:<36}{value / batches * 1000:>14.2f}")
+    return 0
+
+
+def _all(seconds: float, decoding: float, batches: int) -> float:
+    return (seconds - decoding) / batches * 1000
+
+
+def _time_calls(module: Any, function: str, label: str, spent: dict[str, float]) -> None:
+    """Replace ``module.function`` by a wrapper that adds its wall time to ``spent``."""
+    original: Callable[..., Any] = getattr(module, function)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[label] += time.perf_counter() - began
+
+    setattr(module, function, timed)
+
+
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
