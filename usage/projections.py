@@ -327,9 +327,16 @@ def _expand(
     by_model_key: dict[tuple[str, str], list[int]] = {}
     index: dict[str, tuple[str, str]] = {}
     unpriced: dict[str, int] = {}
+    ids: dict[tuple[str, str], tuple[str, str]] = {}  # two hashes per session, not per cell
     for (minute, model, path, session, host, is_unpriced), sums in cells.items():
         seconds = minute * 60
-        pid, sid = str(project_id(path)), _short_id(path + "\0" + session)
+        found = ids.get((path, session))
+        if found is None:
+            found = ids[(path, session)] = (
+                str(project_id(path)),
+                _short_id(path + "\0" + session),
+            )
+        pid, sid = found
         for key in (f"m:{seconds}", f"h:{seconds - seconds % 3600}", "tot"):
             _add(by_key, key, sums)
             _add(by_model_key, (key, model), sums)
