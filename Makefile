@@ -16,13 +16,14 @@ $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	touch $(STAMP)
 
 # Migrate, make sure the local user exists, print its token and the URLs, then serve HTTP
-# and WebSocket in the foreground; the periodic worker runs beside it and stops with it.
+# and WebSocket in the foreground (one daphne process per CPU behind the one address, or
+# WEB_CONCURRENCY); the periodic worker runs beside it and stops with it.
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py local_setup --base-url http://$(HOST):$(PORT)
 	$(BIN)/python manage.py run_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/daphne --proxy-headers -b $(HOST) -p $(PORT) backend.asgi:application
+	$(BIN)/python -m backend.serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

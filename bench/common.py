@@ -34,7 +34,6 @@ from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
-DAPHNE = REPO / ".venv" / "bin" / "daphne"
 API = "/app/claude-usage/"
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 DEFAULT_DATABASE = "bench"
@@ -156,23 +155,33 @@ def free_port() -> int:
 
 
 class Server:
-    """One daphne process in its own process group (so that stopping it also stops a
-    profiler wrapped around it, and nothing else)."""
+    """The server as ``make run`` starts it: ``python -m backend.serve``, one address and
+    ``workers`` daphne processes accepting on it (None: the launcher's default, one per CPU,
+    as in ``make run``), in its own process group, so that stopping it also stops a profiler
+    wrapped around it, and nothing else."""
 
-    def __init__(self, env: BenchEnv, *, wrapper: Sequence[str] = ()) -> None:
+    def __init__(
+        self, env: BenchEnv, *, wrapper: Sequence[str] = (), workers: int | None = None
+    ) -> None:
         self.port = free_port()
+        self.workers = workers if workers is not None else default_workers(env)
         self.log_path = Path(env.var_dir) / f"daphne-{self.port}.log"
-        # -v 0: no access log line per request; warnings and errors are still logged.
+        # -v 0 (daphne's, after --): no access log line per request; warnings and errors
+        # are still logged.
         command = [
             *wrapper,
-            str(DAPHNE),
+            str(PYTHON),
+            "-m",
+            "backend.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--",
             "-v",
             "0",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "backend.asgi:application",
         ]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -185,11 +194,15 @@ class Server:
             )
 
     def wait_ready(self, timeout: float = SERVER_START_SECONDS) -> None:
-        """Until the application answers (401 without a token is an answer)."""
+        """Until every worker listens and the application answers (401 without a token is an
+        answer)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:
                 raise RuntimeError(f"daphne exited early:\n{self.log_tail()}")
+            if self.log_tail(size=1 << 20).count("Listening on") < self.workers:
+                time.sleep(0.1)
+                continue
             with contextlib.suppress(OSError, http.client.HTTPException):
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
                 try:
@@ -223,15 +236,20 @@ class Server:
 
 @contextlib.contextmanager
 def servers(
-    env: BenchEnv, count: int, *, wrappers: Sequence[Sequence[str]] = ()
+    env: BenchEnv,
+    count: int,
+    *,
+    wrappers: Sequence[Sequence[str]] = (),
+    workers: int | None = None,
 ) -> Iterator[list[Server]]:
-    """``count`` daphne processes, ready; all stopped on the way out, whatever happened.
-    ``wrappers[i]``, when given, is a command prefix for server ``i`` (a profiler)."""
+    """``count`` servers on addresses of their own, each with ``workers`` daphne processes,
+    ready; all stopped on the way out, whatever happened. ``wrappers[i]``, when given, is a
+    command prefix for server ``i`` (a profiler)."""
     started: list[Server] = []
     try:
         for index in range(count):
             wrapper = wrappers[index] if index < len(wrappers) else ()
-            started.append(Server(env, wrapper=wrapper))
+            started.append(Server(env, wrapper=wrapper, workers=workers))
         for server in started:
             server.wait_ready()
         yield started
@@ -240,16 +258,32 @@ def servers(
             server.stop()
 
 
+def default_workers(env: BenchEnv) -> int:
+    """What ``backend.serve`` starts without --workers, in the benchmark's environment."""
+    code = "from backend.serve import default_workers; print(default_workers())"
+    done = subprocess.run(
+        [str(PYTHON), "-c", code], cwd=REPO, env=env.variables(), capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"backend.serve.default_workers failed: {done.stderr}")
+    return int(done.stdout)
+
+
 # --- HTTP -------------------------------------------------------------------------------
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection (the standard library's: the lightest client, so
-    that as little of the 2 cores as possible goes to the load generator)."""
+    """One HTTP/1.1 client (the standard library's: the lightest, so that as little of the
+    2 cores as possible goes to the load generator). Keep-alive, or with
+    ``connection_per_request`` a new connection for every request, as the agent makes them
+    (urllib): the server's workers then share the requests of one client."""
 
-    def __init__(self, port: int, token: str) -> None:
+    def __init__(self, port: int, token: str, *, connection_per_request: bool = False) -> None:
         self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_SECONDS)
-        self._auth = {"Authorization": f"Token {token}"}
+        self._headers = {"Authorization": f"Token {token}"}
+        if connection_per_request:
+            # The server closes after its answer; http.client reconnects for the next one.
+            self._headers["Connection"] = "close"
 
     def get(self, path: str) -> tuple[int, bytes]:
         return self.request("GET", path)
@@ -261,7 +295,7 @@ class Client:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        self._conn.request(method, path, body=body, headers={**self._auth, **(headers or {})})
+        self._conn.request(method, path, body=body, headers={**self._headers, **(headers or {})})
         response = self._conn.getresponse()
         return response.status, response.read()
 

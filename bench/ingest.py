@@ -1,13 +1,15 @@
 """Ingest throughput through the HTTP endpoint, beside a plain INSERT of the same rows.
 
-    .venv/bin/python -m bench.ingest             # 200,000 records, 1 daphne, 1 client thread
-    .venv/bin/python -m bench.ingest --servers 2 --concurrency 4    # 2 daphnes, 4 threads
+    .venv/bin/python -m bench.ingest             # 200,000 records, as `make run` + the agent
+    .venv/bin/python -m bench.ingest --workers 1 --concurrency 1 --keep-alive   # one daphne
     .venv/bin/python -m bench.ingest --profile   # where the time goes
 
 The records are generated and gzip'd before the clock starts (the agent compresses on its own
-machine), then POSTed as NDJSON batches of 1,000 over keep-alive connections to daphne on
-PostgreSQL + Redis. The clock runs from the first request to the last response, and every
-response must be a 200 that accepted the whole batch. The baseline then reads the very rows
+machine), then POSTed as NDJSON batches of 1,000 to the server as ``make run`` starts it
+(``backend.serve``: one address, one daphne worker per CPU) on PostgreSQL + Redis. By default
+the load is the agent's: two batches in flight, a new connection for each. The clock runs from
+the first request to the last response, and every response must be a 200 that accepted the
+whole batch. The baseline then reads the very rows
 the server wrote, truncates ``usage_event`` and inserts them again with psycopg's
 ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING``, one commit per 1,000 rows, as the
 server commits once per batch.
@@ -56,6 +58,7 @@ from bench.common import (
     Deadline,
     RecordFactory,
     batched,
+    default_workers,
     ndjson_gzip,
     percentile,
     prepare,
@@ -127,8 +130,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000, help="timed records (N)")
-    parser.add_argument("--concurrency", type=int, default=1, help="client threads (K)")
-    parser.add_argument("--servers", type=int, default=1, help="daphne processes (S)")
+    parser.add_argument(
+        "--concurrency", type=int, default=2, help="client threads (K; the agent sends 2 at once)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="daphne processes behind each address (default: backend.serve's, one per CPU)",
+    )
+    parser.add_argument(
+        "--servers", type=int, default=1, help="addresses, each a backend.serve of its own (S)"
+    )
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="one keep-alive connection per client thread (default: a new one per batch, "
+        "as the agent does)",
+    )
     parser.add_argument("--hours", type=float, default=6.0, help="records span the last H hours")
     parser.add_argument("--seed", type=int, default=20251005)
     parser.add_argument("--profile", action="store_true", help="show where the time goes")
@@ -150,8 +169,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.records < BATCH or args.records % BATCH:
         parser.error(f"--records must be a positive multiple of {BATCH}")
-    if args.concurrency < 1 or args.servers < 1:
-        parser.error("--concurrency and --servers must be at least 1")
+    if args.concurrency < 1 or args.servers < 1 or (args.workers or 1) < 1:
+        parser.error("--concurrency, --servers and --workers must be at least 1")
     if args.profile and args.profiler == "py-spy" and _py_spy() is None:
         parser.error("--profiler py-spy: no py-spy executable on PATH or in .venv/bin")
     return args
@@ -168,22 +187,32 @@ def _profiler(args: argparse.Namespace) -> str:
 
 def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> None:
     token = prepare(env)
-    warm_up, timed = _bodies(args)
+    workers = args.workers or default_workers(env)
+    warm_up, timed = _bodies(args, warm_up_batches=2 * args.servers * workers)
     spy = _py_spy() if args.profile and _profiler(args) == "py-spy" else None
     outputs = [Path(env.var_dir) / f"py-spy-{index}.txt" for index in range(args.servers)]
     wrappers = [_py_spy_command(spy, output) for output in outputs] if spy else []
     print(
         f"\nend to end: {args.records:,} records in {len(timed)} gzip'd NDJSON batches of "
-        f"{BATCH:,}, {args.servers} daphne process(es), {args.concurrency} client thread(s)"
+        f"{BATCH:,}, {args.servers} address(es) of {workers} daphne worker(s), "
+        f"{args.concurrency} client thread(s), "
+        + ("keep-alive" if args.keep_alive else "a new connection per batch")
         + (" [under py-spy]" if spy else "")
         + (" [ANALYZE after the warm-up]" if args.analyze else "")
     )
-    with servers(env, args.servers, wrappers=wrappers) as started:
+    fresh = not args.keep_alive
+    with servers(env, args.servers, wrappers=wrappers, workers=workers) as started:
         ports = [server.port for server in started]
-        _warm_up(ports, token, warm_up, deadline)
+        # Untimed, two batches per worker at once, so that each worker has most likely had
+        # one: imports, price table and connection pool get ready.
+        _post_all(
+            ports, token, warm_up, concurrency=len(warm_up) // 2, fresh=True, deadline=deadline
+        )
         if args.analyze:
             _analyze(env)
-        load = _post_all(ports, token, timed, concurrency=args.concurrency, deadline=deadline)
+        load = _post_all(
+            ports, token, timed, concurrency=args.concurrency, fresh=fresh, deadline=deadline
+        )
         _check_totals(ports[0], token, expected=args.records + len(warm_up) * BATCH)
     plain_seconds = _plain_insert(env, skip=len(warm_up) * BATCH, expected=args.records)
     _report(load, plain_seconds, args.records)
@@ -193,10 +222,10 @@ def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> N
         _print_profile(costs, total, unit="samples")
 
 
-def _bodies(args: argparse.Namespace) -> tuple[list[bytes], list[bytes]]:
-    """One warm-up batch per server (the oldest records), then the timed batches."""
+def _bodies(args: argparse.Namespace, *, warm_up_batches: int) -> tuple[list[bytes], list[bytes]]:
+    """The warm-up batches (the oldest records), then the timed batches."""
     began = time.perf_counter()
-    total = args.records + args.servers * BATCH
+    total = args.records + warm_up_batches * BATCH
     end = datetime.now(tz=UTC) - timedelta(minutes=1)
     records = RecordFactory(seed=args.seed).records(
         total, end=end, span=timedelta(hours=args.hours)
@@ -207,19 +236,7 @@ def _bodies(args: argparse.Namespace) -> tuple[list[bytes], list[bytes]]:
         f"generated {total:,} records in {time.perf_counter() - began:.1f} s "
         f"(average gzip'd batch {size / 1024:.0f} KiB)"
     )
-    return bodies[: args.servers], bodies[args.servers :]
-
-
-def _warm_up(ports: Sequence[int], token: str, bodies: Sequence[bytes], deadline: Deadline) -> None:
-    """One batch per server, untimed: imports, price table and connection pool get ready."""
-    for index, (port, body) in enumerate(zip(ports, bodies, strict=True)):
-        client = Client(port, token)
-        try:
-            problem = _post_one(client, index, body, [], deadline)
-        finally:
-            client.close()
-        if problem:
-            raise RuntimeError(f"warm-up failed: {problem}")
+    return bodies[:warm_up_batches], bodies[warm_up_batches:]
 
 
 def _post_all(
@@ -228,9 +245,11 @@ def _post_all(
     bodies: Sequence[bytes],
     *,
     concurrency: int,
+    fresh: bool,
     deadline: Deadline,
 ) -> LoadResult:
-    """POST ``bodies`` from ``concurrency`` threads (thread i uses server i mod S)."""
+    """POST ``bodies`` from ``concurrency`` threads (thread i uses address i mod S), with a
+    new connection per batch if ``fresh``."""
     work: SimpleQueue[tuple[int, bytes]] = SimpleQueue()
     for item in enumerate(bodies):
         work.put(item)
@@ -239,7 +258,7 @@ def _post_all(
     stop = threading.Event()
 
     def worker(thread: int) -> None:
-        client = Client(ports[thread % len(ports)], token)
+        client = Client(ports[thread % len(ports)], token, connection_per_request=fresh)
         try:
             while not stop.is_set():
                 try:
@@ -390,10 +409,12 @@ def _py_spy() -> str | None:
 def _py_spy_command(executable: str, output: Path) -> list[str]:
     # --idle keeps the samples of a thread waiting on PostgreSQL or Redis (wall time, not
     # only CPU); --threads names each sample's thread; --nonblocking samples without
-    # pausing the server, so that the throughput stays close to the unprofiled one.
+    # pausing the server, so that the throughput stays close to the unprofiled one;
+    # --subprocesses follows the launcher's daphne workers.
     return [
         executable,
         "record",
+        "--subprocesses",
         "--format",
         "raw",
         "--idle",
@@ -424,9 +445,13 @@ def _py_spy_costs(outputs: Sequence[Path]) -> tuple[list[FunctionCost], float]:
             stack, _, count_text = line.rpartition(" ")
             if not stack or not count_text.isdigit():
                 continue
-            thread, *frames = stack.split(";")
+            parts = stack.split(";")
+            # With --subprocesses a stack starts with its process, then its thread.
+            process = parts.pop(0) if parts[0].startswith("process ") else ""
+            thread, *frames = parts
             named = [_frame_name(frame) for frame in frames]
-            by_thread.setdefault(f"{output.name}/{thread}", []).append((named, int(count_text)))
+            key = f"{output.name}/{process}/{thread}"
+            by_thread.setdefault(key, []).append((named, int(count_text)))
     cumulative: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -471,7 +496,7 @@ def _profile_in_process(env: BenchEnv, args: argparse.Namespace, deadline: Deadl
     from usage import services
 
     user_id = int(get_user_model().objects.get(username=BENCH_USER).pk)
-    warm_up, timed = _bodies(args)
+    warm_up, timed = _bodies(args, warm_up_batches=1)
 
     def ingest(index: int, body: bytes) -> None:
         records = _decode(body)

