@@ -41,6 +41,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 BENCH_USER = "bench"
 SERVER_START_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 120.0
+CPU_CHECK_ITERATIONS = 3_000_000
 
 
 # --- time limits ------------------------------------------------------------------------
@@ -482,8 +483,22 @@ def machine() -> dict[str, str]:
         "postgresql": _postgres_version(),
         "redis": _redis_version(),
         "load average": _load_average(),  # other work on the machine skews latencies
+        "cpu speed": _cpu_speed(),
         "code": _code_version(),
     }
+
+
+def _cpu_speed() -> str:
+    """A fixed pure-Python loop, best of 3: the same code and machine kind have run at very
+    different speeds on different days, and this tells such days apart."""
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for number in range(CPU_CHECK_ITERATIONS):
+            total += number
+        best = min(best, time.perf_counter() - began)
+    return f"{CPU_CHECK_ITERATIONS:,} Python additions in {best * 1000:.0f} ms (best of 3)"
 
 
 def print_machine() -> None:
