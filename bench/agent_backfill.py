@@ -25,6 +25,7 @@ import contextlib
 import os
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,7 @@ class Run:
     returncode: int
     stdout: bytes
     stderr: bytes
+    cpu_seconds: float  # user + system of the process and its children, from getrusage
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _wait_for_other_benchmarks(deadline)
         print_machine()
         tree = _write_tree(work / "claude", args.megabytes * MB, args.seed, args.days, deadline)
-        agent, stats = _run_agent(env, tree, work, deadline)
+        agent, stats = _run_agent(env, tree, work, deadline, workers=args.workers)
         reader = _run_ccusage(ccusage, tree, work, deadline, stats) if ccusage else None
         return _report(tree, agent, reader)
     finally:
@@ -119,6 +121,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--megabytes", type=int, default=300, help="tree size in MB (10^6 B)")
     parser.add_argument("--days", type=float, default=60.0, help="records span the last D days")
     parser.add_argument("--seed", type=int, default=20251005)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="daphne processes of the server (default: backend.serve's, as make run)",
+    )
     parser.add_argument("--database", default="backfill")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
     parser.add_argument("--time-budget", type=float, default=1800.0, help="seconds, whole run")
@@ -388,6 +396,7 @@ def _timed(
     process it starts: ccusage's node launcher runs a native binary), from /proc VmHWM polled
     every 20 ms. Not getrusage: Linux carries the forking parent's peak RSS across exec."""
     out_path, err_path = work / f"{name}.out", work / f"{name}.err"
+    children_before = _children_cpu_seconds()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         began = time.perf_counter()
         process = subprocess.Popen(
@@ -413,7 +422,43 @@ def _timed(
         returncode=process.returncode,
         stdout=out_path.read_bytes(),
         stderr=err_path.read_bytes(),
+        # The only child reaped meanwhile is this one (the server is still running).
+        cpu_seconds=_children_cpu_seconds() - children_before,
     )
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of running processes, from /proc/<pid>/stat."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_named(*names: str) -> list[int]:
+    """Processes whose command name is one of ``names`` (PostgreSQL's backends, Redis)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+    return found
+
+
+def _services_cpu(server_pids: Sequence[int]) -> dict[str, float]:
+    return {
+        "server (daphne workers)": _cpu_seconds(server_pids),
+        "PostgreSQL": _cpu_seconds(_pids_named("postgres", "postmaster")),
+        "Redis": _cpu_seconds(_pids_named("redis-server")),
+    }
 
 
 def _tree_pids(root: int) -> list[int]:
@@ -458,13 +503,16 @@ def _agent_command() -> tuple[list[str], dict[str, str]]:
 
 
 def _run_agent(
-    env: BenchEnv, tree: Tree, work: Path, deadline: Deadline
+    env: BenchEnv, tree: Tree, work: Path, deadline: Deadline, *, workers: int | None
 ) -> tuple[Run, dict[str, Any]]:
     token = prepare(env)
     command, extra = _agent_command()
     print(f"\nagent: {' '.join(Path(part).name for part in command)} sync, fresh state file")
-    with servers(env, 1) as (server,):
+    with servers(env, 1, workers=workers) as (server,):
+        print(f"server: backend.serve with {server.workers} daphne worker(s)")
         url = f"http://127.0.0.1:{server.port}"
+        server_pids = _tree_pids(server.process.pid)
+        services_before = _services_cpu(server_pids)
         run = _timed(
             [
                 *command,
@@ -485,10 +533,14 @@ def _run_agent(
             "agent",
             deadline,
         )
+        services_after = _services_cpu(server_pids)
         if run.returncode != 0:
             raise RuntimeError(
                 f"agent exited {run.returncode}:\n{run.stderr.decode(errors='replace')[-3000:]}"
             )
+        _print_cpu(
+            run, {name: services_after[name] - services_before[name] for name in services_after}
+        )
         client = Client(server.port, token)
         try:
             status, payload = client.get(API + "stats/")
@@ -505,6 +557,17 @@ def _run_agent(
     if counted != tree.messages:
         raise RuntimeError(f"stats/ counts {counted} messages, {tree.messages} were written")
     return run, stats
+
+
+def _print_cpu(run: Run, services: dict[str, float]) -> None:
+    """Where the machine's CPU went during the sync: what a faster backfill must cut."""
+    spent = {"agent": run.cpu_seconds, **services}
+    available = run.seconds * len(os.sched_getaffinity(0))
+    shares = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in spent.items())
+    print(
+        f"CPU during the sync: {shares}; {sum(spent.values()):.2f} s in all, of "
+        f"{available:.2f} s the CPUs had"
+    )
 
 
 # --- 2. ccusage ----------------------------------------------------------------------------
@@ -579,7 +642,8 @@ def _report(tree: Tree, agent: Run, reader: Run | None) -> int:
     print(
         f"  agent sync:   {agent.seconds:8.2f} s  {megabytes / agent.seconds:7.1f} MB/s  "
         f"{rate(tree.usage_lines, agent.seconds)} usage lines/s  "
-        f"{rate(tree.messages, agent.seconds)} messages/s  peak RSS {agent.peak_rss_mb:.1f} MB"
+        f"{rate(tree.messages, agent.seconds)} messages/s  peak RSS {agent.peak_rss_mb:.1f} MB  "
+        f"CPU {agent.cpu_seconds:.2f} s (the agent's own)"
     )
     rss_ok = agent.peak_rss_mb < TARGET_AGENT_RSS_MB
     faster_ok: bool | None = None
@@ -587,7 +651,7 @@ def _report(tree: Tree, agent: Run, reader: Run | None) -> int:
         print(
             f"  ccusage read: {reader.seconds:8.2f} s  {megabytes / reader.seconds:7.1f} MB/s  "
             f"{rate(tree.usage_lines, reader.seconds)} usage lines/s  "
-            f"peak RSS {reader.peak_rss_mb:.1f} MB"
+            f"peak RSS {reader.peak_rss_mb:.1f} MB  CPU {reader.cpu_seconds:.2f} s"
         )
         ratio = agent.seconds / reader.seconds
         print(f"  agent time / ccusage time: {ratio:.2f}")

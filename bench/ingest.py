@@ -84,8 +84,8 @@ PHASES = (
     ("  parse records (events.parse_record)", "usage/services.py", "_parse"),
     ("  dedupe query (store.latest_entries)", "usage/store.py", "latest_entries"),
     ("  dedupe decision (dedupe.decide)", "usage/dedupe.py", "decide"),
-    ("  build events + pricing (services._event)", "usage/services.py", "_event"),
-    ("    of which pricing (pricing.cost_nanos)", "usage/pricing.py", "cost_nanos"),
+    ("  pricing, before the lock (services._cost)", "usage/services.py", "_cost"),
+    ("  build events (services._event)", "usage/services.py", "_event"),
     ("  insert (store.append)", "usage/store.py", "append"),
     ("  commit (database COMMIT)", "django/db/backends/base/base.py", "_commit"),
     ("  post-commit projection (projector.after_commit)", "usage/projector.py", "after_commit"),
@@ -446,8 +446,13 @@ def _py_spy_costs(outputs: Sequence[Path]) -> tuple[list[FunctionCost], float]:
             if not stack or not count_text.isdigit():
                 continue
             parts = stack.split(";")
-            # With --subprocesses a stack starts with its process, then its thread.
-            process = parts.pop(0) if parts[0].startswith("process ") else ""
+            # With --subprocesses a stack starts with its process and its ancestors (the
+            # launcher), then its thread.
+            process = ""
+            while parts and parts[0].startswith("process "):
+                process = parts.pop(0)
+            if not parts:
+                continue
             thread, *frames = parts
             named = [_frame_name(frame) for frame in frames]
             key = f"{output.name}/{process}/{thread}"

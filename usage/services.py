@@ -46,11 +46,16 @@ def ingest_records(
     duplicate check and the insert run, so concurrent ingests wait as little as possible.
     """
     parsed, rejected, skipped, expired = _parse(records, host=host, now=now)
+    # Priced here, outside the lock that serialises every ingest of every process: keyed
+    # by identity, as the decisions carry these very records.
+    costs = {id(record): _cost(record) for record in parsed}
     with store.appending():
         logged = store.latest_entries(user_id, {record.message_id for record in parsed})
         outcome = decide(parsed, logged)
         after = store.last_position(user_id)
-        events = store.append([_event(user_id, decision, now) for decision in outcome.decisions])
+        events = store.append(
+            [_event(user_id, decision, now, costs) for decision in outcome.decisions]
+        )
         # Projections and broadcasts follow the commit; a crash in between is repaired by
         # catching up from the projection's checkpoint.
         transaction.on_commit(lambda: projector.after_commit(user_id, events, after=after))
@@ -106,7 +111,13 @@ def _parse(
     return parsed, rejected, skipped, expired
 
 
-def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
+def _cost(record: UsageRecord) -> int | None:
+    return cost_nanos(record.model, _token_counts(record), record.timestamp)
+
+
+def _event(
+    user_id: int, decision: Decision, now: datetime, costs: dict[int, int | None]
+) -> UsageEvent:
     record = decision.record
     if decision.kind is EventKind.RETRACTED:
         # The withdrawn copy's identity, none of its usage.
@@ -118,7 +129,9 @@ def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
             cache_creation_1h_tokens=0,
             cache_read_tokens=0,
         )
-    cost = cost_nanos(record.model, _token_counts(record), record.timestamp)
+        cost = _cost(record)
+    else:
+        cost = costs[id(record)] if id(record) in costs else _cost(record)
     return UsageEvent(
         kind=decision.kind,
         user_id=user_id,

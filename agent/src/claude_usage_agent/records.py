@@ -24,6 +24,9 @@ USAGE_COUNTS = (
     "cache_read_input_tokens",
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(
+    microseconds=1
+)  # built once: building it per record cost more than the division
 
 # The envelope fields the server uses; everything else on a line (parentUuid, userType,
 # toolUseResult, error text...) stays on the machine.
@@ -157,7 +160,7 @@ def copy_rank(record: Record) -> tuple[tuple[str, str], CopyRank] | None:
     moment = record_time(record)
     if moment is None:
         return None
-    microseconds = (moment - EPOCH) // timedelta(microseconds=1)
+    microseconds = (moment - EPOCH) // MICROSECOND
     return (message_id, request_id), (not sidechain, total, -microseconds)
 
 
