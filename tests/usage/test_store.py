@@ -90,6 +90,22 @@ def test_the_database_refuses_to_save_a_changed_event(user: User) -> None:
     assert logged(user.pk)[0].output_tokens == 50
 
 
+@pytest.mark.django_db
+def test_deleting_a_user_deletes_its_events_and_no_one_elses(
+    user: User, django_user_model: type[User]
+) -> None:
+    # The log has no foreign key constraint in the database (its per-row check cost as much
+    # as the rest of an append): the cascade is Django's, and must still happen.
+    other = django_user_model.objects.create_user("other")
+    ingest(user.pk, [assistant_record("msg_1", NOW)])
+    ingest(other.pk, [assistant_record("msg_1", NOW)])
+
+    user.delete()
+
+    assert not LoggedEvent.objects.filter(user_id=user.pk).exists()
+    assert len(logged(other.pk)) == 1
+
+
 # --- positions -----------------------------------------------------------------------------
 
 
