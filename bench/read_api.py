@@ -147,7 +147,7 @@ def _serve_and_measure(
     with contextlib.ExitStack() as stack:
         clients: dict[int, Client] = {}
         for size, env in envs.items():
-            (server,) = stack.enter_context(servers(env, 1))
+            (server,) = stack.enter_context(servers(env, 1, workers=1))
             client = Client(server.port, tokens[size])
             stack.callback(client.close)
             _check_count(client, size)
