@@ -60,6 +60,7 @@ PHASES = (
     ("post-commit projection", "usage.projector", "after_commit"),
     ("  contributions", "usage.projector", "_contributions"),
     ("  aggregate + Lua apply", "usage.projections", "apply"),
+    ("    aggregate (Python)", "usage.projections", "_aggregate"),
     ("  broadcast", "usage.notify", "changed"),
 )
 

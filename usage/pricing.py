@@ -150,6 +150,11 @@ def _model_price(model: str, day: str) -> ModelPrice | None:
     return price
 
 
+def load() -> None:
+    """Read the price data now rather than in the first request that needs it."""
+    _anthropic()
+
+
 @lru_cache(maxsize=1)
 def _anthropic():  # type: ignore[no-untyped-def]
     for provider in data_snapshot.get_snapshot().providers:
