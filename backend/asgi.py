@@ -26,6 +26,7 @@ pricing.load()
 application = ProtocolTypeRouter({"http": django_http, "websocket": websocket_application})
 
 # Everything loaded so far (Django, the apps, the views, the price table) lives as long as
-# the process. Frozen, the collector stops walking it in every full collection: bench.ingest went from
-# 15,414 to 17,626 records/s with this line alone (BENCHMARKS.md, section 1).
+# the process. Frozen, the collector stops walking it in every full collection:
+# bench.ingest went from 15,414 to 17,626 records/s with this line alone (BENCHMARKS.md,
+# section 1).
 gc.freeze()

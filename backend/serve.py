@@ -45,11 +45,19 @@ class _Stop(Exception):
 
 
 def default_workers() -> int:
-    """WEB_CONCURRENCY if set, else one worker per usable CPU, at most DEFAULT_MAX_WORKERS."""
+    """WEB_CONCURRENCY if set, else one worker per usable CPU, at most DEFAULT_MAX_WORKERS.
+    Raises ValueError when WEB_CONCURRENCY is not a whole number."""
     configured = os.environ.get("WEB_CONCURRENCY", "").strip()
     if configured:
         return int(configured)
-    return max(1, min(len(os.sched_getaffinity(0)), DEFAULT_MAX_WORKERS))
+    return max(1, min(_usable_cpus(), DEFAULT_MAX_WORKERS))
+
+
+def _usable_cpus() -> int:
+    # The CPUs this process may run on (a container's share); macOS has no such call.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -139,9 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("daphne_args", nargs="*", help="after --: more arguments for daphne")
     args = parser.parse_args(argv)
-    workers = args.workers if args.workers is not None else default_workers()
+    try:
+        workers = args.workers if args.workers is not None else default_workers()
+    except ValueError:
+        parser.error(
+            f"WEB_CONCURRENCY must be a whole number, not {os.environ['WEB_CONCURRENCY']!r}"
+        )
     if workers < 1:
-        parser.error("--workers must be at least 1")
+        parser.error("--workers (or WEB_CONCURRENCY) must be at least 1")
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     from django.conf import settings

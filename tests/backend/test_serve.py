@@ -230,6 +230,28 @@ def test_the_default_number_of_workers(
     assert serve.default_workers() == expected
 
 
+def test_without_cpu_affinity_the_cpu_count_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # macOS has no os.sched_getaffinity.
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+
+    assert serve.default_workers() == 3
+
+
+@pytest.mark.parametrize("web_concurrency", ["two", "0"])
+def test_a_bad_number_of_workers_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], web_concurrency: str
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", web_concurrency)
+
+    with pytest.raises(SystemExit) as stopped:
+        serve.main(["--port", "0"])
+
+    assert stopped.value.code == 2
+    assert "WEB_CONCURRENCY" in capsys.readouterr().err
+
+
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with serve.listen("127.0.0.1", 0) as taken:
         port = taken.getsockname()[1]
