@@ -27,12 +27,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
 log = logging.getLogger("backend.serve")
 
-BIN = Path(sys.executable).parent
 # Beyond a few processes each worker's database pool (up to DB_POOL_SIZE connections) costs
 # more than another core gains: more needs WEB_CONCURRENCY or --workers, deliberately.
 DEFAULT_MAX_WORKERS = 4
@@ -69,8 +67,11 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def daphne_command(fd: int, extra: Sequence[str]) -> list[str]:
+    # `python -m daphne` with this interpreter: the `daphne` script need not sit beside it.
     return [
-        str(BIN / "daphne"),
+        sys.executable,
+        "-m",
+        "daphne",
         "--fd",
         str(fd),
         "--proxy-headers",
@@ -119,7 +120,9 @@ def _wait_for_a_worker(processes: Sequence[subprocess.Popen[bytes]]) -> int:
 
 
 def _stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    # A second Ctrl-C or SIGTERM must not cut this short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     running = [process for process in processes if process.returncode is None]
     for process in running:
         process.send_signal(signal.SIGTERM)
