@@ -163,17 +163,28 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir / "db.sqlite3"
 
 
-@pytest.fixture
-def usage_server_process(tmp_path: Path, migrated_database: Path) -> Iterator[ServerProcess]:
+@contextlib.contextmanager
+def running_server(
+    tmp_path: Path, migrated_database: Path, *, workers: int = 0
+) -> Iterator[ServerProcess]:
+    """The real server on a fresh copy of the migrated database, with the user alice."""
     workdir = tmp_path / "server"
     workdir.mkdir()
     shutil.copy(migrated_database, workdir / "db.sqlite3")
     env = server_env(workdir)
-    server = ServerProcess(env=env, log_path=workdir / "server.log")
+    server = ServerProcess(env=env, log_path=workdir / "server.log", workers=workers)
     server.token = manage(env, "create_token", "alice").strip()
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def usage_server_process(tmp_path: Path, migrated_database: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path, migrated_database) as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ starts the server. Real processes on a fresh SQLite database and the test run's 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import orjson
 import pytest
 
 from backend import serve
-from tests.agent.conftest import REPO, ServerProcess, manage, migrated_database, server_env
+from tests.agent.conftest import REPO, ServerProcess, migrated_database, running_server, server_env
 
 __all__ = ["migrated_database"]  # the fixture, imported for this module's tests
 
@@ -35,15 +34,8 @@ TIMEOUT = 60.0  # a bound on waiting, never an expectation of speed
 
 @pytest.fixture
 def two_workers(tmp_path: Path, migrated_database: Path) -> Iterator[ServerProcess]:
-    workdir = tmp_path / "server"
-    workdir.mkdir()
-    shutil.copy(migrated_database, workdir / "db.sqlite3")
-    env = server_env(workdir)
-    server = ServerProcess(env=env, log_path=workdir / "server.log", workers=WORKERS)
-    server.token = manage(env, "create_token", "alice").strip()
-    server.start()
-    yield server
-    server.stop()
+    with running_server(tmp_path, migrated_database, workers=WORKERS) as server:
+        yield server
 
 
 # --- what the processes hold -------------------------------------------------------------
