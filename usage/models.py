@@ -11,9 +11,9 @@ class LoggedEvent(models.Model):
 
     position = models.BigAutoField(primary_key=True)
     # No foreign key constraint in the database: its check, one per row at commit, ran under
-    # the append lock that serialises every ingest, and cost as much as the rest of the
-    # COPY and commit (9 ms per 1,000 rows, BENCHMARKS.md). The ids come from authenticated
-    # users only, and deleting a user still deletes its events (Django cascades in Python).
+    # the append lock that serialises every ingest (about 8 ms of a 1,000-record ingest in
+    # bench.ingest_phases, BENCHMARKS.md). The ids come from authenticated users only, and
+    # deleting a user still deletes its events (Django cascades in Python).
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,

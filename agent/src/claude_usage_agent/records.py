@@ -24,9 +24,8 @@ USAGE_COUNTS = (
     "cache_read_input_tokens",
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(
-    microseconds=1
-)  # built once: building it per record cost more than the division
+# Built once: building it for every record cost more than the division it serves.
+MICROSECOND = timedelta(microseconds=1)
 
 # The envelope fields the server uses; everything else on a line (parentUuid, userType,
 # toolUseResult, error text...) stays on the machine.
