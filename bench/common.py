@@ -32,6 +32,8 @@ import psycopg
 import redis
 from psycopg import sql
 
+from backend.serve import default_workers  # what `make run` starts, in this environment
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
 API = "/app/claude-usage/"
@@ -165,7 +167,7 @@ class Server:
         self, env: BenchEnv, *, wrapper: Sequence[str] = (), workers: int | None = None
     ) -> None:
         self.port = free_port()
-        self.workers = workers if workers is not None else default_workers(env)
+        self.workers = workers if workers is not None else default_workers()
         self.log_path = Path(env.var_dir) / f"daphne-{self.port}.log"
         # -v 0 (daphne's, after --): no access log line per request; warnings and errors
         # are still logged.
@@ -257,17 +259,6 @@ def servers(
     finally:
         for server in started:
             server.stop()
-
-
-def default_workers(env: BenchEnv) -> int:
-    """What ``backend.serve`` starts without --workers, in the benchmark's environment."""
-    code = "from backend.serve import default_workers; print(default_workers())"
-    done = subprocess.run(
-        [str(PYTHON), "-c", code], cwd=REPO, env=env.variables(), capture_output=True, text=True
-    )
-    if done.returncode:
-        raise RuntimeError(f"backend.serve.default_workers failed: {done.stderr}")
-    return int(done.stdout)
 
 
 # --- HTTP -------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from backend.serve import default_workers
 from bench.common import (
     API,
     BENCH_USER,
@@ -58,7 +59,6 @@ from bench.common import (
     Deadline,
     RecordFactory,
     batched,
-    default_workers,
     ndjson_gzip,
     percentile,
     prepare,
@@ -187,7 +187,7 @@ def _profiler(args: argparse.Namespace) -> str:
 
 def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> None:
     token = prepare(env)
-    workers = args.workers or default_workers(env)
+    workers = args.workers or default_workers()
     warm_up, timed = _bodies(args, warm_up_batches=2 * args.servers * workers)
     spy = _py_spy() if args.profile and _profiler(args) == "py-spy" else None
     outputs = [Path(env.var_dir) / f"py-spy-{index}.txt" for index in range(args.servers)]

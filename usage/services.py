@@ -131,7 +131,7 @@ def _event(
         )
         cost = _cost(record)
     else:
-        cost = costs[id(record)] if id(record) in costs else _cost(record)
+        cost = costs[id(record)]  # a recorded or revised event carries an incoming record
     return UsageEvent(
         kind=decision.kind,
         user_id=user_id,
