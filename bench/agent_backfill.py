@@ -53,7 +53,9 @@ from bench.common import (
     print_machine,
     rate,
     servers,
+    services_cpu,
     stop_on_sigterm,
+    tree_pids,
 )
 
 CCUSAGE_VERSION = "20.0.24"
@@ -405,7 +407,7 @@ def _timed(
         peaks: dict[int, int] = {}  # pid -> VmHWM in kB
         try:
             while process.poll() is None:
-                for pid in _tree_pids(process.pid):
+                for pid in tree_pids(process.pid):
                     peaks[pid] = max(peaks.get(pid, 0), _vm_hwm_kb(pid))
                 if deadline.remaining() <= 0:
                     raise TimeoutError(f"{name} still running when the time budget ran out")
@@ -430,51 +432,6 @@ def _timed(
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of running processes, from /proc/<pid>/stat."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _pids_named(*names: str) -> list[int]:
-    """Processes whose command name is one of ``names`` (PostgreSQL's backends, Redis)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in names:
-                    found.append(int(entry.name))
-    return found
-
-
-def _services_cpu(server_pids: Sequence[int]) -> dict[str, float]:
-    return {
-        "server (daphne workers)": _cpu_seconds(server_pids),
-        "PostgreSQL": _cpu_seconds(_pids_named("postgres", "postmaster")),
-        "Redis": _cpu_seconds(_pids_named("redis-server")),
-    }
-
-
-def _tree_pids(root: int) -> list[int]:
-    """``root`` and its descendants (bounded: a few levels, as many as /proc lists)."""
-    found, frontier = [root], [root]
-    for _ in range(5):
-        children: list[int] = []
-        for pid in frontier:
-            with contextlib.suppress(OSError, ValueError):
-                text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-                children.extend(int(child) for child in text.split())
-        if not children:
-            break
-        found.extend(children)
-        frontier = children
-    return found
 
 
 def _vm_hwm_kb(pid: int) -> int:
@@ -511,8 +468,8 @@ def _run_agent(
     with servers(env, 1, workers=workers) as (server,):
         print(f"server: backend.serve with {server.workers} daphne worker(s)")
         url = f"http://127.0.0.1:{server.port}"
-        server_pids = _tree_pids(server.process.pid)
-        services_before = _services_cpu(server_pids)
+        server_pids = tree_pids(server.process.pid)
+        services_before = services_cpu(server_pids)
         run = _timed(
             [
                 *command,
@@ -533,7 +490,7 @@ def _run_agent(
             "agent",
             deadline,
         )
-        services_after = _services_cpu(server_pids)
+        services_after = services_cpu(server_pids)
         if run.returncode != 0:
             raise RuntimeError(
                 f"agent exited {run.returncode}:\n{run.stderr.decode(errors='replace')[-3000:]}"

@@ -539,5 +539,55 @@ def _redis_version(url: str = DEFAULT_REDIS_URL) -> str:
     return str(info.get("redis_version", "unknown"))
 
 
+# --- where the CPU went ------------------------------------------------------------------
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of running processes, from /proc/<pid>/stat."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name is one of ``names`` (PostgreSQL's backends, Redis)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+    return found
+
+
+def services_cpu(server_pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds so far of the server's processes, all of PostgreSQL's and all of Redis's:
+    a difference of two readings is where a run's CPU went."""
+    return {
+        "server (daphne workers)": cpu_seconds(server_pids),
+        "PostgreSQL": cpu_seconds(pids_named("postgres", "postmaster")),
+        "Redis": cpu_seconds(pids_named("redis-server")),
+    }
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants (bounded: a few levels, as many as /proc lists)."""
+    found, frontier = [root], [root]
+    for _ in range(5):
+        children: list[int] = []
+        for pid in frontier:
+            with contextlib.suppress(OSError, ValueError):
+                text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+                children.extend(int(child) for child in text.split())
+        if not children:
+            break
+        found.extend(children)
+        frontier = children
+    return found
+
+
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "inf"

@@ -27,6 +27,7 @@ import gzip
 import os
 import pstats
 import re
+import resource
 import shutil
 import sys
 import threading
@@ -65,7 +66,9 @@ from bench.common import (
     print_machine,
     rate,
     servers,
+    services_cpu,
     stop_on_sigterm,
+    tree_pids,
 )
 
 BATCH = 1000
@@ -101,6 +104,7 @@ class LoadResult:
     records: int
     seconds: float  # first request sent -> last response read
     latencies: list[float]
+    cpu: dict[str, float]  # CPU seconds spent meanwhile, by process group
 
 
 @dataclass(frozen=True)
@@ -210,8 +214,15 @@ def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> N
         )
         if args.analyze:
             _analyze(env)
+        server_pids = [pid for server in started for pid in tree_pids(server.process.pid)]
         load = _post_all(
-            ports, token, timed, concurrency=args.concurrency, fresh=fresh, deadline=deadline
+            ports,
+            token,
+            timed,
+            concurrency=args.concurrency,
+            fresh=fresh,
+            deadline=deadline,
+            server_pids=server_pids,
         )
         _check_totals(ports[0], token, expected=args.records + len(warm_up) * BATCH)
     plain_seconds = _plain_insert(env, skip=len(warm_up) * BATCH, expected=args.records)
@@ -247,6 +258,7 @@ def _post_all(
     concurrency: int,
     fresh: bool,
     deadline: Deadline,
+    server_pids: Sequence[int] = (),
 ) -> LoadResult:
     """POST ``bodies`` from ``concurrency`` threads (thread i uses address i mod S), with a
     new connection per batch if ``fresh``."""
@@ -276,6 +288,7 @@ def _post_all(
             client.close()
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(concurrency)]
+    services_before, client_before = services_cpu(server_pids), _own_cpu_seconds()
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -283,8 +296,17 @@ def _post_all(
     if failures or any(thread.is_alive() for thread in threads):
         stop.set()
         raise RuntimeError("ingest failed: " + "; ".join(failures[:5] or ["threads hung"]))
+    services_after = services_cpu(server_pids)
+    cpu = {"client (this script's threads)": _own_cpu_seconds() - client_before}
+    cpu |= {name: services_after[name] - services_before[name] for name in services_after}
     seconds = max(end for _, end in spans) - min(start for start, _ in spans)
-    return LoadResult(len(bodies) * BATCH, seconds, [end - start for start, end in spans])
+    return LoadResult(len(bodies) * BATCH, seconds, [end - start for start, end in spans], cpu)
+
+
+def _own_cpu_seconds() -> float:
+    """This process's user + system CPU: while the clients post, their threads' only."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _post_one(
@@ -391,6 +413,13 @@ def _report(load: LoadResult, plain_seconds: float, records: int) -> None:
         f"p99 {percentile(load.latencies, 0.99) * 1000:.0f} ms; p50 of the first tenth of "
         f"the batches {percentile(first, 0.5) * 1000:.0f} ms, of the last tenth "
         f"{percentile(last, 0.5) * 1000:.0f} ms (growth with the log's size shows here)"
+    )
+    available = load.seconds * len(os.sched_getaffinity(0))
+    shares = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in load.cpu.items())
+    per_batch = sum(load.cpu.values()) / (load.records / BATCH) * 1000
+    print(
+        f"CPU while posting: {shares}; {sum(load.cpu.values()):.2f} s in all "
+        f"({per_batch:.0f} ms per batch), of {available:.2f} s the CPUs had"
     )
 
 

@@ -1,13 +1,16 @@
-"""Where one ingest batch's time goes, phase by phase, in-process (no HTTP), wall clock.
+"""Where one ingest batch's time goes, phase by phase, in-process (no HTTP): wall and CPU.
 
     .venv/bin/python -m bench.ingest_phases                    # live-shaped batches
     .venv/bin/python -m bench.ingest_phases --shape backfill   # a backfill's batches
 
 ``services.ingest_records`` runs in this process after ``django.setup()``, on PostgreSQL and
 Redis set up as ``bench.ingest`` sets them up, with ``gc.freeze()`` as in daphne. Each phase
-is timed by wrapping its function (``time.perf_counter`` around the call), so the figures are
-wall-clock milliseconds per batch of 1,000 records, waits on PostgreSQL and Redis included,
-without a profiler's overhead. Phases nest: the indented ones are parts of the line above.
+is timed by wrapping its function (``time.perf_counter`` and ``time.process_time`` around the
+call), so the figures are milliseconds per batch of 1,000 records without a profiler's
+overhead: wall clock, waits on PostgreSQL and Redis included, and this process's CPU. Phases
+nest: the indented ones are parts of the line above. Under load the CPU is what counts (two
+workers, PostgreSQL and Redis share two CPUs), so the CPU PostgreSQL and Redis spent during
+the timed batches is printed too.
 
 Shapes: ``live`` is ``bench.ingest``'s records (6 hours, several messages a minute);
 ``backfill`` is ``bench.agent_backfill``'s (60 days, one message every couple of minutes, so
@@ -45,6 +48,7 @@ from bench.common import (
     prepare,
     print_machine,
     rate,
+    services_cpu,
 )
 
 BATCH = 1000
@@ -115,56 +119,69 @@ def _measure(args: argparse.Namespace) -> int:
     user_id = int(get_user_model().objects.get(username=BENCH_USER).pk)
     gc.freeze()  # as backend/asgi.py does once the application is loaded
     spent = {label: 0.0 for label, _, _ in PHASES}
+    cpu = {label: 0.0 for label, _, _ in PHASES}
     for label, module, function in PHASES:
-        _time_calls(sys.modules[module], function, label, spent)
+        _time_calls(sys.modules[module], function, label, spent, cpu)
 
-    def ingest(index: int, body: bytes) -> float:
-        began = time.perf_counter()
+    def ingest(index: int, body: bytes) -> tuple[float, float]:
+        began, began_cpu = time.perf_counter(), time.process_time()
         lines = gzip.decompress(body).splitlines()
         records: list[object] = [orjson.loads(line) for line in lines if line]
-        decoded = time.perf_counter()
+        decoded, decoded_cpu = time.perf_counter(), time.process_time()
         result = services.ingest_records(
             user_id=user_id, records=records, host=HOSTS[index % len(HOSTS)], now=_now()
         )
         if result.accepted != len(records):
             raise RuntimeError(f"batch {index}: accepted {result.accepted} of {len(records)}")
-        return decoded - began
+        return decoded - began, decoded_cpu - began_cpu
 
     ingest(-1, bodies[0])  # warm-up: imports, price table, connections
     for label in spent:
-        spent[label] = 0.0
-    decoding = 0.0
-    began = time.perf_counter()
+        spent[label] = cpu[label] = 0.0
+    decoding = decoding_cpu = 0.0
+    services_before = services_cpu(())
+    began, began_cpu = time.perf_counter(), time.process_time()
     for index, body in enumerate(bodies[1:]):
-        decoding += ingest(index, body)
-    seconds = time.perf_counter() - began
+        wall, used = ingest(index, body)
+        decoding += wall
+        decoding_cpu += used
+    seconds, seconds_cpu = time.perf_counter() - began, time.process_time() - began_cpu
+    services_after = services_cpu(())
     batches = len(bodies) - 1
     print(
         f"\n{args.shape}-shaped batches: {args.records:,} records in {batches} batches of "
         f"{BATCH:,}, {seconds:.2f} s in all = {rate(args.records, seconds)} records/s in-process"
     )
-    print(f"\n{'phase':<36}{'ms per batch':>14}")
-    print(f"{'decode the body (gunzip + NDJSON)':<36}{decoding / batches * 1000:>14.2f}")
-    print(f"{'services.ingest_records, all of it':<36}{_all(seconds, decoding, batches):>14.2f}")
-    for label, value in spent.items():
-        print(f"{'  ' + label:<36}{value / batches * 1000:>14.2f}")
+    print(f"\n{'ms per batch':<36}{'wall':>10}{'CPU':>10}")
+    rows = [
+        ("decode the body (gunzip + NDJSON)", decoding, decoding_cpu),
+        ("services.ingest_records, all of it", seconds - decoding, seconds_cpu - decoding_cpu),
+        *((f"  {label}", spent[label], cpu[label]) for label in spent),
+    ]
+    for label, wall, used in rows:
+        print(f"{label:<36}{wall / batches * 1000:>10.2f}{used / batches * 1000:>10.2f}")
+    elsewhere = ", ".join(
+        f"{name} {(services_after[name] - services_before[name]) / batches * 1000:.1f} ms"
+        for name in ("PostgreSQL", "Redis")
+    )
+    print(f"CPU per batch outside this process (every process of each): {elsewhere}")
     return 0
 
 
-def _all(seconds: float, decoding: float, batches: int) -> float:
-    return (seconds - decoding) / batches * 1000
-
-
-def _time_calls(module: Any, function: str, label: str, spent: dict[str, float]) -> None:
-    """Replace ``module.function`` by a wrapper that adds its wall time to ``spent``."""
+def _time_calls(
+    module: Any, function: str, label: str, spent: dict[str, float], cpu: dict[str, float]
+) -> None:
+    """Replace ``module.function`` by a wrapper that adds its wall time to ``spent`` and
+    this process's CPU time to ``cpu``."""
     original: Callable[..., Any] = getattr(module, function)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
             spent[label] += time.perf_counter() - began
+            cpu[label] += time.process_time() - began_cpu
 
     setattr(module, function, timed)
 
