@@ -29,28 +29,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_INSERT_COLUMNS = (
-    "user_id",
-    "kind",
-    "schema_version",
-    "revision",
-    "message_id",
-    "request_id",
-    "occurred_at",
-    "recorded_at",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_5m_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "priced",
-    "session_id",
-    "project_path",
-    "is_sidechain",
-    "host",
+# Each column the ingest writes, with its PostgreSQL type for the binary COPY (as the
+# migrations create them; a mismatch fails every PostgreSQL ingest test at once).
+_INSERT_TYPES = (
+    ("user_id", "int4"),
+    ("kind", "varchar"),
+    ("schema_version", "int2"),
+    ("revision", "int4"),
+    ("message_id", "varchar"),
+    ("request_id", "varchar"),
+    ("occurred_at", "timestamptz"),
+    ("recorded_at", "timestamptz"),
+    ("model", "varchar"),
+    ("input_tokens", "int8"),
+    ("output_tokens", "int8"),
+    ("cache_creation_5m_tokens", "int8"),
+    ("cache_creation_1h_tokens", "int8"),
+    ("cache_read_tokens", "int8"),
+    ("cost_nanos", "int8"),
+    ("priced", "bool"),
+    ("session_id", "varchar"),
+    ("project_path", "varchar"),
+    ("is_sidechain", "bool"),
+    ("host", "varchar"),
 )
+_INSERT_COLUMNS = tuple(column for column, _ in _INSERT_TYPES)
 _READ_FIELDS = ("position", *_INSERT_COLUMNS)
 
 
@@ -145,8 +148,10 @@ _TABLE = LoggedEvent._meta.db_table
 
 
 def _append_postgresql(rows: list[tuple[object, ...]]) -> list[int]:
-    """COPY on Django's connection (same transaction): the fastest way into PostgreSQL,
-    rows encoded in C. Under the append lock the new positions are exactly those above the
+    """Binary COPY on Django's connection (same transaction): the fastest way into
+    PostgreSQL. The binary format spares psycopg the text formatting of every value (10.3
+    against 2.2 ms of Python CPU per 1,000 rows, BENCHMARKS.md section 5), and the server
+    the parsing. Under the append lock the new positions are exactly those above the
     previous maximum (sequence values only grow)."""
     import psycopg
 
@@ -154,7 +159,9 @@ def _append_postgresql(rows: list[tuple[object, ...]]) -> list[int]:
     with psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(f"SELECT COALESCE(MAX(position), 0) FROM {_TABLE}")
         before = cursor.fetchone()[0]  # type: ignore[index]
-        with cursor.copy(f"COPY {_TABLE} ({', '.join(_INSERT_COLUMNS)}) FROM STDIN") as copy:
+        columns = ", ".join(_INSERT_COLUMNS)
+        with cursor.copy(f"COPY {_TABLE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([pg_type for _, pg_type in _INSERT_TYPES])
             for row in rows:
                 copy.write_row(row)
         # The LIMIT makes the planner walk the primary key from ``before``; without it, on
