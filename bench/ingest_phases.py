@@ -55,12 +55,13 @@ BATCH = 1000
 # (label, module, function): wrapped in this order; indented labels are parts of the one above.
 PHASES = (
     ("parse records", "usage.services", "_parse"),
-    ("pricing, before the lock", "usage.services", "_cost"),
+    ("events and rows, before the lock", "usage.store", "prepare"),
+    ("  pricing", "usage.services", "_cost"),
     ("dedupe query", "usage.store", "latest_entries"),
     ("dedupe decision", "usage.services", "decide"),
     ("last position of the user", "usage.store", "last_position"),
-    ("build events", "usage.services", "_event"),
-    ("insert (COPY)", "usage.store", "append"),
+    ("insert (COPY)", "usage.store", "append_prepared"),
+    ("events with positions, after the commit", "usage.store", "positioned"),
     ("post-commit projection", "usage.projector", "after_commit"),
     ("  contributions", "usage.projector", "_contributions"),
     ("  aggregate + Lua apply", "usage.projections", "apply"),

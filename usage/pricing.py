@@ -7,10 +7,10 @@ nanodollars per token, so sums are exact and adding events in any order gives th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
@@ -21,9 +21,24 @@ NANOS_PER_USD = 1_000_000_000
 _NANOS_PER_MTOK_UNIT = Decimal(1000)
 
 
+class Tokens(Protocol):
+    """One request's five token counts: a ``TokenCounts``, or a usage record itself (the
+    ingest prices records directly, without building anything per record)."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cache_creation_5m_tokens(self) -> int: ...
+    @property
+    def cache_creation_1h_tokens(self) -> int: ...
+    @property
+    def cache_read_tokens(self) -> int: ...
+
+
 class TokenCounts(NamedTuple):
-    """One request's tokens. (A NamedTuple: built once per record at ingest, and three times
-    cheaper to build than a frozen dataclass.)"""
+    """One request's tokens."""
 
     input_tokens: int
     output_tokens: int
@@ -33,13 +48,17 @@ class TokenCounts(NamedTuple):
 
     @property
     def context_tokens(self) -> int:
-        """What Anthropic compares with the long-context threshold: all input of the request."""
-        return (
-            self.input_tokens
-            + self.cache_creation_5m_tokens
-            + self.cache_creation_1h_tokens
-            + self.cache_read_tokens
-        )
+        return context_tokens(self)
+
+
+def context_tokens(tokens: Tokens) -> int:
+    """What Anthropic compares with the long-context threshold: all input of the request."""
+    return (
+        tokens.input_tokens
+        + tokens.cache_creation_5m_tokens
+        + tokens.cache_creation_1h_tokens
+        + tokens.cache_read_tokens
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +72,21 @@ class Rates:
     cache_read: Decimal
 
 
-def cost_nanos(model: str, tokens: TokenCounts, at: datetime) -> int | None:
-    """The request's cost in nanodollars, or None when no price is known for ``model``."""
+def cost_nanos(model: str, tokens: Tokens, at: datetime) -> int | None:
+    """The request's cost in nanodollars, or None when no price is known for ``model``.
+    Runs once per record at ingest: the table is cached per model and day number."""
     if model == SYNTHETIC_MODEL:
         return 0  # Claude Code's own placeholder records: never billed
-    table = _nanos_table(model, at.date().isoformat())
+    table = _nanos_table(model, at.toordinal())
     if table is None:
         return None
-    if len(table) == 1:
-        rates = table[0][1]  # one tier, as for most models
-    else:
-        context = tokens.context_tokens
-        rates = next(rates for threshold, rates in table if context > threshold)
+    rates = table[0][1]  # the only tier of most models
+    if len(table) > 1:
+        context = context_tokens(tokens)
+        for threshold, tier_rates in table:
+            if context > threshold:
+                rates = tier_rates
+                break
     total = (
         tokens.input_tokens * rates[0]
         + tokens.output_tokens * rates[1]
@@ -81,10 +103,12 @@ NanoRates = tuple[int | Decimal, int | Decimal, int | Decimal, int | Decimal, in
 
 
 @lru_cache(maxsize=1024)
-def _nanos_table(model: str, day: str) -> list[tuple[int, NanoRates]] | None:
+def _nanos_table(model: str, ordinal: int) -> list[tuple[int, NanoRates]] | None:
     """Nanodollars per token for each context tier, highest threshold first (the base
-    tier's threshold is -1). Integers whenever exact, which every Anthropic price is: the
-    cost of a request is then integer arithmetic, the hot path of an ingest."""
+    tier's threshold is -1), on the day ``ordinal`` (``date.toordinal``). Integers whenever
+    exact, which every Anthropic price is: the cost of a request is then integer arithmetic,
+    the hot path of an ingest."""
+    day = date.fromordinal(ordinal).isoformat()
     price = _model_price(model, day)
     if price is None:
         return None

@@ -14,7 +14,7 @@ from usage import projector, store
 from usage.dedupe import Decision, decide
 from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord, parse_record
 from usage.limits import OfficialLimits
-from usage.pricing import TokenCounts, cost_nanos
+from usage.pricing import cost_nanos
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +46,37 @@ def ingest_records(
     duplicate check and the insert run, so concurrent ingests wait as little as possible.
     """
     parsed, rejected, skipped, expired = _parse(records, host=host, now=now)
-    # Priced here, outside the lock that serialises every ingest of every process: keyed
-    # by identity, as the decisions carry these very records.
-    costs = {id(record): _cost(record) for record in parsed}
+    # Priced, and each record's event and row built, here: outside the lock that
+    # serialises every ingest of every process. Most records are new messages, whose event
+    # is this one; keyed by identity, as the decisions carry these very records.
+    prepared = store.prepare(_first_copy(user_id, record, now) for record in parsed)
+    first_copies = dict(zip(map(id, parsed), prepared, strict=True))
     with store.appending():
         logged = store.latest_entries(user_id, {record.message_id for record in parsed})
         outcome = decide(parsed, logged)
         after = store.last_position(user_id)
-        events = store.append(
-            [_event(user_id, decision, now, costs) for decision in outcome.decisions]
+        pending = [
+            first_copies[id(decision.record)]
+            if decision.kind is EventKind.RECORDED
+            else store.prepare([_event(user_id, decision, now)])[0]
+            for decision in outcome.decisions
+        ]
+        positions = store.append_prepared(pending)
+        # Projections and broadcasts follow the commit (and the lock's release); a crash in
+        # between is repaired by catching up from the projection's checkpoint.
+        transaction.on_commit(
+            lambda: projector.after_commit(
+                user_id, store.positioned(pending, positions), after=after
+            )
         )
-        # Projections and broadcasts follow the commit; a crash in between is repaired by
-        # catching up from the projection's checkpoint.
-        transaction.on_commit(lambda: projector.after_commit(user_id, events, after=after))
     return IngestResult(
         accepted=len(parsed) - outcome.duplicates,
         duplicates=outcome.duplicates,
         skipped=skipped,
         expired=expired,
         rejected=rejected,
-        unpriced_models=sorted({e.record.model for e in events if not e.priced}),
-        last_position=events[-1].position if events else None,
+        unpriced_models=sorted({p.event.record.model for p in pending if not p.event.priced}),
+        last_position=positions[-1] if positions else None,
     )
 
 
@@ -112,12 +122,15 @@ def _parse(
 
 
 def _cost(record: UsageRecord) -> int | None:
-    return cost_nanos(record.model, _token_counts(record), record.timestamp)
+    return cost_nanos(record.model, record, record.timestamp)  # a record has the five counts
 
 
-def _event(
-    user_id: int, decision: Decision, now: datetime, costs: dict[int, int | None]
-) -> UsageEvent:
+def _first_copy(user_id: int, record: UsageRecord, now: datetime) -> UsageEvent:
+    """The event of a record that is the first copy of its message: the usual case."""
+    return _event(user_id, Decision(EventKind.RECORDED, record, 0), now)
+
+
+def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
     record = decision.record
     if decision.kind is EventKind.RETRACTED:
         # The withdrawn copy's identity, none of its usage.
@@ -129,9 +142,7 @@ def _event(
             cache_creation_1h_tokens=0,
             cache_read_tokens=0,
         )
-        cost = _cost(record)
-    else:
-        cost = costs[id(record)]  # a recorded or revised event carries an incoming record
+    cost = _cost(record)
     return UsageEvent(
         kind=decision.kind,
         user_id=user_id,
@@ -140,16 +151,6 @@ def _event(
         cost_nanos=cost or 0,
         priced=cost is not None,
         recorded_at=now,
-    )
-
-
-def _token_counts(record: UsageRecord) -> TokenCounts:
-    return TokenCounts(
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cache_creation_5m_tokens=record.cache_creation_5m_tokens,
-        cache_creation_1h_tokens=record.cache_creation_1h_tokens,
-        cache_read_tokens=record.cache_read_tokens,
     )
 
 

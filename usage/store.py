@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from django.db import connection, transaction
@@ -119,17 +119,35 @@ def dedupe_probe_sql() -> str:
     )
 
 
+class Pending(NamedTuple):
+    """An event ready to append: the event and its row, built before the append lock."""
+
+    event: UsageEvent
+    row: tuple[object, ...]
+
+
+def prepare(events: Iterable[UsageEvent]) -> list[Pending]:
+    """The rows of ``events``. Needs no lock: building them outside it keeps the section
+    that serialises every ingest short."""
+    db_time = connection.ops.adapt_datetimefield_value  # once: ``connection`` is a proxy
+    return [Pending(event, _values(event, db_time)) for event in events]
+
+
 def append(events: Sequence[UsageEvent]) -> list[UsageEvent]:
-    """Append ``events`` (inside ``appending()``); returns them with their positions.
+    """Append ``events`` (inside ``appending()``); returns them with their positions."""
+    pending = prepare(events)
+    return positioned(pending, append_prepared(pending))
+
+
+def append_prepared(pending: Sequence[Pending]) -> list[int]:
+    """Append the prepared events (inside ``appending()``); returns their positions, in order.
 
     Not the ORM's bulk_create, which spent most of an ingest preparing values one field at
-    a time: PostgreSQL takes one INSERT ... SELECT FROM unnest(column arrays), SQLite an
-    executemany. Under the append lock the new rows are exactly those after the previous
-    maximum position, in insertion order."""
-    if not events:
+    a time: PostgreSQL takes a binary COPY, SQLite an executemany. Under the append lock the
+    new rows are exactly those after the previous maximum position, in insertion order."""
+    if not pending:
         return []
-    db_time = connection.ops.adapt_datetimefield_value  # once: ``connection`` is a proxy
-    rows = [_values(event, db_time) for event in events]
+    rows = [item.row for item in pending]
     if connection.vendor == "postgresql":
         positions = _append_postgresql(rows)
     else:
@@ -141,7 +159,15 @@ def append(events: Sequence[UsageEvent]) -> list[UsageEvent]:
                 f"SELECT position FROM {_TABLE} WHERE position > %s ORDER BY position", [before]
             )
             positions = [row[0] for row in cursor.fetchall()]
-    return [event.at_position(position) for event, position in zip(events, positions, strict=True)]
+    if len(positions) != len(rows):
+        raise RuntimeError(f"appended {len(rows)} events, found {len(positions)} new positions")
+    return positions
+
+
+def positioned(pending: Sequence[Pending], positions: Sequence[int]) -> list[UsageEvent]:
+    """The events as the log stored them, with their positions."""
+    pairs = zip(pending, positions, strict=True)
+    return [item.event.at_position(position) for item, position in pairs]
 
 
 _TABLE = LoggedEvent._meta.db_table
