@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from claude_usage_agent import records
 from claude_usage_agent.records import (
+    ENVELOPE_FIELDS,
+    MESSAGE_FIELDS,
     MalformedLineError,
     describe_record,
     encode_record,
@@ -15,10 +18,11 @@ from claude_usage_agent.records import (
     might_carry_usage,
     parse_line,
     record_time,
+    slim_line,
     slim_record,
 )
 
-from .transcripts import SECRET, assistant_record, user_record
+from .transcripts import SAMPLE_PROJECTS, SECRET, assistant_record, user_record
 
 
 def test_it_keeps_ids_model_usage_and_the_envelope() -> None:
@@ -118,3 +122,83 @@ def test_since_excludes_older_records_but_keeps_undated_ones() -> None:
 def test_it_describes_a_record_by_its_ids() -> None:
     line = encode_record({"requestId": "req_1", "message": {"id": "msg_1"}})
     assert describe_record(line) == "message msg_1, request req_1"
+
+
+# --- slim_line: the one-step decode the shipper uses -----------------------------------------
+
+
+def sample_usage_lines() -> list[bytes]:
+    """Every usage candidate of the reference sample tree, subagent files included."""
+    return [
+        line
+        for path in sorted(SAMPLE_PROJECTS.rglob("*.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if might_carry_usage(line)
+    ]
+
+
+def slim_in_two_steps(line: bytes) -> dict[str, object] | type[MalformedLineError] | None:
+    try:
+        return slim_record(parse_line(line))
+    except MalformedLineError:
+        return MalformedLineError
+
+
+def slim_in_one_step(line: bytes) -> dict[str, object] | type[MalformedLineError] | None:
+    try:
+        return slim_line(line)
+    except MalformedLineError:
+        return MalformedLineError
+
+
+def test_slim_line_equals_parsing_then_slimming_on_every_sample_line() -> None:
+    lines = sample_usage_lines()
+    assert len(lines) > 100
+    for line in lines:
+        one_step = slim_in_one_step(line)
+        assert one_step == slim_in_two_steps(line)
+        # The same bytes go to the server, key order included.
+        if isinstance(one_step, dict):
+            assert encode_record(one_step) == encode_record(slim_record(parse_line(line)) or {})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"assistant","message":"not an object","usage":1}',
+        b'{"type":"assistant","message":null,"usage":1}',
+        b'{"message":{"id":"m","usage":12}}',
+        b'{"message":{"id":"m","usage":null}}',
+        b'{"message":{"id":"m"},"usage":{}}',
+        b'[{"message":{"usage":{}}}]',
+        b'"usage"',
+        b'{"message":{"usage":{"input_tokens":1',
+        b'{"message":{"usage":{"input_tokens":NaN}}}',
+        b'{"message":{"usage":{"input_tokens":123456789012345678901234567890}}}',
+        b'{"message":{"id":"m","usage":{"input_tokens":1},"content":"\\ud800"}}',
+        b'{"message":{"id":"\\ud800","usage":{"input_tokens":1}}}',
+        b'{"message":{"id":"a","usage":{"input_tokens":1}},"message":{"id":"b","usage":{}}}',
+        b'{"cwd":"\xff","message":{"id":"m","usage":{"input_tokens":1}}}',
+        b'{"message":{"id":"m","usage":{"input_tokens":1}}} trailing',
+        b'{"costUSD":0.1,"isSidechain":true,"message":{"usage":{"output_tokens":2}},"x":[1]}',
+    ],
+)
+def test_slim_line_equals_parsing_then_slimming_on_odd_lines(line: bytes) -> None:
+    assert slim_in_one_step(line) == slim_in_two_steps(line)
+
+
+def test_text_that_is_dropped_unread_may_be_invalid_utf8() -> None:
+    """The one difference: `content` is skipped unread, so its bytes are not checked, and
+    the usage counts (ccusage counts such a line too). In a kept field they still make the
+    line malformed."""
+    line = b'{"message":{"id":"m","usage":{"input_tokens":1},"content":"\xff\xfe"}}'
+    assert slim_line(line) == {"message": {"id": "m", "usage": {"input_tokens": 1}}}
+    with pytest.raises(MalformedLineError):
+        parse_line(line)
+    with pytest.raises(MalformedLineError):
+        slim_line(b'{"message":{"id":"\xff","usage":{"input_tokens":1}}}')
+
+
+def test_the_one_step_decode_keeps_the_same_fields_in_the_same_order() -> None:
+    assert records._Line.__struct_fields__ == (*ENVELOPE_FIELDS, "message")
+    assert records._Message.__struct_fields__ == MESSAGE_FIELDS

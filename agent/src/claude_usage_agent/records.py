@@ -9,7 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
+import msgspec
 
 Record = dict[str, Any]
 # How the server ranks the copies of one (message id, request id): higher is kept.
@@ -67,13 +67,11 @@ def _refuse_constant(name: str) -> Any:
 def parse_line(line: bytes) -> Record:
     """Decode one line; only JSON objects are records.
 
-    orjson first (several times faster on the long assistant lines, whose text is dropped
-    anyway); the standard library for what orjson refuses but JSON allows (integers beyond
-    64 bits, lone surrogate escapes), so that no line counts as malformed only because of
-    the parser."""
+    msgspec first; the standard library for what it refuses but JSON allows (lone surrogate
+    escapes), so that no line counts as malformed only because of the parser."""
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        value = _ANY_DECODER.decode(line)
+    except msgspec.DecodeError:
         try:
             value = json.loads(line, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as error:
@@ -90,6 +88,62 @@ def slim_record(record: Record) -> Record | None:
         return None
     slim = {key: record[key] for key in ENVELOPE_FIELDS if key in record}
     slim["message"] = {key: message[key] for key in MESSAGE_FIELDS if key in message}
+    return slim
+
+
+class _Message(msgspec.Struct):
+    """The fields of `message` that are kept, in MESSAGE_FIELDS' order; `content` is skipped
+    unread. A field the line lacks stays UNSET, which ``to_builtins`` leaves out."""
+
+    id: Any = msgspec.UNSET
+    type: Any = msgspec.UNSET
+    role: Any = msgspec.UNSET
+    model: Any = msgspec.UNSET
+    stop_reason: Any = msgspec.UNSET
+    usage: Any = msgspec.UNSET
+
+
+class _Line(msgspec.Struct):
+    """The envelope fields that are kept, in ENVELOPE_FIELDS' order, then `message`; every
+    other key is skipped."""
+
+    type: Any = msgspec.UNSET
+    timestamp: Any = msgspec.UNSET
+    sessionId: Any = msgspec.UNSET  # the transcript's own keys
+    cwd: Any = msgspec.UNSET
+    isSidechain: Any = msgspec.UNSET
+    requestId: Any = msgspec.UNSET
+    uuid: Any = msgspec.UNSET
+    version: Any = msgspec.UNSET
+    gitBranch: Any = msgspec.UNSET
+    isApiErrorMessage: Any = msgspec.UNSET
+    costUSD: Any = msgspec.UNSET
+    message: _Message | msgspec.UnsetType = msgspec.UNSET
+
+
+_ANY_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+_LINE_DECODER = msgspec.json.Decoder(_Line)
+
+
+def slim_line(line: bytes) -> Record | None:
+    """``slim_record(parse_line(line))`` without building what is dropped.
+
+    An assistant line is mostly `content` (thinking, text, tool calls): decoding only the
+    kept fields skips it unread, which is most of a first backfill's parsing. A line of any
+    other shape (`message` not an object, a top level that is not one, JSON that msgspec
+    refuses) takes the general path, with the same result. One difference, on purpose: text
+    that is dropped is not checked, so a line whose `content` is not valid UTF-8 still
+    counts its usage (ccusage counts it too) instead of being malformed."""
+    try:
+        decoded = _LINE_DECODER.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return slim_record(parse_line(line))
+    message = decoded.message
+    if isinstance(message, msgspec.UnsetType) or not isinstance(message.usage, dict):
+        return None
+    # The fields the line had, in the order slim_record gives them (the structs' field order
+    # is ENVELOPE_FIELDS' and MESSAGE_FIELDS'); one C call.
+    slim: Record = msgspec.to_builtins(decoded)
     return slim
 
 
@@ -117,11 +171,14 @@ def is_older_than(record: Record, since: datetime | None) -> bool:
 def encode_record(record: Record) -> bytes:
     """One compact NDJSON line (without its newline)."""
     try:
-        return orjson.dumps(record)
-    except orjson.JSONEncodeError:  # what only the standard library writes (see parse_line)
+        return _ENCODER.encode(record)
+    except (msgspec.EncodeError, UnicodeEncodeError):  # lone surrogates (see parse_line)
         return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode(
             errors="surrogatepass"
         )
+
+
+_ENCODER = msgspec.json.Encoder()
 
 
 def copy_rank(record: Record) -> tuple[tuple[str, str], CopyRank] | None:

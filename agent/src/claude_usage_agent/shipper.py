@@ -28,8 +28,7 @@ from claude_usage_agent.records import (
     encode_record,
     is_older_than,
     might_carry_usage,
-    parse_line,
-    slim_record,
+    slim_line,
 )
 from claude_usage_agent.transport import EncodedLines, IngestResult
 
@@ -195,7 +194,7 @@ class Shipper:
         if not might_carry_usage(line):
             return
         try:
-            record = slim_record(parse_line(line))
+            record = slim_line(line)
         except MalformedLineError as error:
             # Costs only this line: the checkpoint moves past it like any other.
             self._totals.malformed_lines += 1
