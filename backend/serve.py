@@ -14,9 +14,9 @@ started by this process before any worker, and stopped when it exits, after the 
 ``--with-worker`` also runs the periodic jobs (``manage.py run_worker``) as a child, as
 ``make run`` does: one process tree that one Ctrl-C stops.
 
-A worker (or the periodic worker) that exits stops the others and the launcher, with its exit
-status:
-restarting is left to whatever started the launcher (make, a Procfile platform, systemd).
+A worker (or the periodic worker) that exits stops the others and the launcher, with its
+exit status: restarting is left to whatever started the launcher (make, a Procfile
+platform, systemd).
 """
 
 from __future__ import annotations
