@@ -320,14 +320,14 @@ def test_a_reader_following_positions_never_misses_a_row_while_writers_race(
             "SQLite allows one writer at a time (IMMEDIATE transactions), so commits cannot "
             "interleave; the race this proves closed exists only on PostgreSQL"
         )
-    real_append = store.append
+    real_append = store.append_prepared  # what the ingest calls
 
-    def append_then_dawdle(events: Sequence[UsageEvent]) -> list[UsageEvent]:
-        appended = real_append(events)
+    def append_then_dawdle(pending: Sequence[store.Pending]) -> list[int]:
+        positions = real_append(pending)
         time.sleep(random.uniform(0, 0.02))  # positions drawn, transaction not yet committed
-        return appended
+        return positions
 
-    monkeypatch.setattr(store, "append", append_then_dawdle)
+    monkeypatch.setattr(store, "append_prepared", append_then_dawdle)
     writers, batches = 4, 12
     seen: list[int] = []
     writing = threading.Event()
