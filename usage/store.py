@@ -133,12 +133,6 @@ def prepare(events: Iterable[UsageEvent]) -> list[Pending]:
     return [Pending(event, _values(event, db_time)) for event in events]
 
 
-def append(events: Sequence[UsageEvent]) -> list[UsageEvent]:
-    """Append ``events`` (inside ``appending()``); returns them with their positions."""
-    pending = prepare(events)
-    return positioned(pending, append_prepared(pending))
-
-
 def append_prepared(pending: Sequence[Pending]) -> list[int]:
     """Append the prepared events (inside ``appending()``); returns their positions, in order.
 

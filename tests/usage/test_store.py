@@ -123,7 +123,7 @@ def test_positions_increase_with_every_append(user: User) -> None:
 
 
 @pytest.mark.django_db
-def test_append_returns_the_events_with_their_positions(user: User) -> None:
+def test_appending_prepared_events_gives_their_positions_in_order(user: User) -> None:
     ingest(user.pk, [assistant_record("msg_0", NOW)])
     template = store.events_after(user.pk, 0)[0]
     fresh = [
@@ -139,8 +139,10 @@ def test_append_returns_the_events_with_their_positions(user: User) -> None:
         for i in range(1, 4)
     ]
 
+    pending = store.prepare(fresh)
     with store.appending():
-        appended = store.append(fresh)
+        positions = store.append_prepared(pending)
+    appended = store.positioned(pending, positions)
 
     assert [event.record.message_id for event in appended] == ["msg_1", "msg_2", "msg_3"]
     assert [event.position for event in appended] == [
