@@ -22,6 +22,7 @@ __all__ = ["migrated_database"]  # the fixture, imported for this module's tests
 pytestmark = [pytest.mark.slow]
 
 TIMEOUT = 60.0  # a bound on waiting, never an expectation of speed
+READY_LINES = ("Listening on", "periodic jobs running")  # daphne's, run_worker's
 
 # A process of ours in miniature: it opens the embedded server, holds a second connection as
 # the projections' client does, says its URL, and stays until a line arrives on stdin.
@@ -148,8 +149,9 @@ def test_one_ctrl_c_stops_make_runs_whole_process_tree(
             start_new_session=True,  # its own process group, as a terminal gives it
         )
     try:
+        # Both up: a Ctrl-C while a process still imports is Python's KeyboardInterrupt.
         deadline = time.monotonic() + TIMEOUT
-        while "Listening on" not in log_path.read_text():
+        while not all(line in log_path.read_text() for line in READY_LINES):
             assert launcher.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)

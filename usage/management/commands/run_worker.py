@@ -34,6 +34,7 @@ class Command(BaseCommand):
         # handlers: the embedded Redis must see this process leave (backend/embedded_redis.py).
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
+        log.info("periodic jobs running, every %g s", options["interval"])
         try:
             while True:
                 self.tick()
