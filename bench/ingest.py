@@ -84,7 +84,7 @@ PHASES = (
     ("  body: gunzip + NDJSON (read_records)", "usage/api/ingest_body.py", "read_records"),
     ("in-process body decode (bench)", "bench/ingest.py", "_decode"),
     ("services.ingest_records, all of it", "usage/services.py", "ingest_records"),
-    ("  parse records (events.parse_record)", "usage/services.py", "_parse"),
+    ("  parse records (wire.parse)", "usage/services.py", "_parse"),
     ("  dedupe query (store.latest_entries)", "usage/store.py", "latest_entries"),
     ("  dedupe decision (dedupe.decide)", "usage/dedupe.py", "decide"),
     ("  events and rows, before the lock (store.prepare)", "usage/store.py", "prepare"),

@@ -95,7 +95,7 @@ def parse_record(raw: object, *, host: str, now: datetime) -> UsageRecord | None
     return UsageRecord(
         message_id=_identifier(message.get("id"), "message.id", required=True),
         request_id=_identifier(raw.get("requestId"), "requestId", required=False),
-        timestamp=_timestamp(raw.get("timestamp"), now),
+        timestamp=parse_timestamp(raw.get("timestamp"), now),
         model=_identifier(message.get("model"), "message.model", required=True),
         input_tokens=_count(usage, "input_tokens"),
         output_tokens=_count(usage, "output_tokens"),
@@ -169,7 +169,7 @@ def _flag(value: object, name: str) -> bool:
     return value
 
 
-def _timestamp(value: object, now: datetime) -> datetime:
+def parse_timestamp(value: object, now: datetime) -> datetime:
     if not isinstance(value, str) or not value:
         raise InvalidRecord("timestamp is missing")
     try:

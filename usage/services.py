@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 
-from usage import projector, store
+from usage import projector, store, wire
 from usage.dedupe import Decision, decide
-from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord, parse_record
+from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord
 from usage.limits import OfficialLimits
 from usage.pricing import cost_nanos
 
@@ -108,7 +108,7 @@ def _parse(
     skipped = expired = 0
     for index, raw in enumerate(records):
         try:
-            record = parse_record(raw, host=host, now=now)
+            record = wire.parse(raw, host=host, now=now)
         except InvalidRecord as error:
             rejected.append(Rejection(index, error.code, error.message))
             continue

@@ -336,6 +336,21 @@ def test_a_broken_line_is_rejected_by_its_index_and_the_rest_is_kept(
     assert stats(api)["total_messages"] == 3
 
 
+def test_bytes_that_are_not_utf8_in_a_lines_text_do_not_lose_its_usage(
+    api: APIClient, clock: Clock
+) -> None:
+    """Only the text is broken, and the server never keeps text: the usage counts (as
+    ccusage counts it). The same bytes in an id still reject the line."""
+    text_broken = ndjson(line("msg_01")).replace(SECRET_TEXT.encode(), b"caf\xe9 \xff", 1)
+    id_broken = ndjson(line("msg_02")).replace(b"msg_02", b"msg_\xff")
+
+    answer = post(api, text_broken + id_broken).json()
+
+    assert (answer["accepted"], [r["index"] for r in answer["rejected"]]) == (1, [1])
+    assert "not valid JSON" in answer["rejected"][0]["error"]["message"]
+    assert stats(api)["total_output_tokens"] == 100
+
+
 BAD_RECORDS = {
     "tokens as text": line(input_tokens="10"),  # type: ignore[arg-type]
     "fractional tokens": line(output_tokens=1.5),  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.request import Request
 
+from usage import wire
 from usage.api.errors import BadBody, PayloadTooLarge
 from usage.events import MalformedLine
 
@@ -139,17 +140,8 @@ def _json_records(raw: bytes) -> tuple[list[object], str]:
 
 
 def _ndjson_records(raw: bytes) -> list[object]:
-    records: list[object] = []
-    parsed_any = False
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(orjson.loads(line))
-            parsed_any = True
-        except orjson.JSONDecodeError as error:
-            records.append(MalformedLine(f"Line is not valid JSON: {error}"))
-    if records and not parsed_any:
+    records = [wire.read_line(line) for line in raw.splitlines() if line.strip()]
+    if records and all(type(record) is MalformedLine for record in records):
         raise BadBody("Body is not NDJSON: no line is valid JSON")
     return records
 
