@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,32 @@ def test_one_ctrl_c_stops_make_runs_whole_process_tree(
 
 def _children_of(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def test_a_type_check_starts_no_redis_server(tmp_path: Path) -> None:
+    """mypy's Django plugin loads the settings named in pyproject.toml, and mypy exits with
+    ``os._exit``: no exit handler runs, so a server started there would stay forever."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    settings_module = config["tool"]["django-stubs"]["django_settings_module"]
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env["USAGE_VAR_DIR"] = str(tmp_path)
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import os; from {settings_module} import REDIS_URL; print(REDIS_URL, flush=True);"
+            " os._exit(0)",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+
+    started = (tmp_path / "redis.db.settings").exists()
+    if started:  # the failure this test is about: stop what it left
+        os.kill(server_pid(tmp_path / "redis.db"), signal.SIGTERM)
+    assert not started, "an embedded server was started"
+    assert not loaded.stdout.startswith(b"unix://"), loaded.stdout
