@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -134,8 +134,7 @@ def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
     record = decision.record
     if decision.kind is EventKind.RETRACTED:
         # The withdrawn copy's identity, none of its usage.
-        record = replace(
-            record,
+        record = record._replace(
             input_tokens=0,
             output_tokens=0,
             cache_creation_5m_tokens=0,

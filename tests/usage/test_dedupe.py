@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -264,4 +263,4 @@ def test_a_revision_keeps_the_retracted_copys_identity() -> None:
 
     retraction = outcome.decisions[-1]
     assert retraction.kind is EventKind.RETRACTED
-    assert retraction.record == replace(replay)
+    assert retraction.record == replay

@@ -4,7 +4,6 @@ line can be wrong. Pure: no database, no Redis."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,7 +119,7 @@ def test_it_keeps_no_message_or_tool_text() -> None:
     record = parse(assistant_line())
 
     assert record is not None
-    values = [str(value) for value in dataclasses.asdict(record).values()]
+    values = [str(value) for value in record._asdict().values()]
     assert not any(SECRET_TEXT in value or "/etc/secret" in value for value in values)
 
 

@@ -3,7 +3,6 @@ what is old enough. Real databases (SQLite and PostgreSQL) and real Redis throug
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import random
@@ -131,7 +130,7 @@ def test_appending_prepared_events_gives_their_positions_in_order(user: User) ->
             kind=template.kind,
             user_id=user.pk,
             revision=0,
-            record=dataclasses.replace(template.record, message_id=f"msg_{i}"),
+            record=template.record._replace(message_id=f"msg_{i}"),
             cost_nanos=template.cost_nanos,
             priced=True,
             recorded_at=NOW,
