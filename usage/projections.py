@@ -3,18 +3,22 @@
 Layout, per user (the ``{u:ID}`` hash tag keeps a user's keys in one Redis Cluster slot,
 which the Lua scripts need):
 
-    PREFIX:v1:{u:ID}:cp              last applied log position (the checkpoint)
-    PREFIX:v1:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
-    PREFIX:v1:{u:ID}:h:HOUR          per-hour rollup of the same
-    PREFIX:v1:{u:ID}:tot             totals over all retained events
-    PREFIX:v1:{u:ID}:ts              sorted set: counted message -> timestamp (ms), for windows
-    PREFIX:v1:{u:ID}:projects        set of project ids;   ...:p:ID  project hash
-    PREFIX:v1:{u:ID}:p:ID:sessions   set of session ids;   ...:s:ID  session hash
-    PREFIX:v1:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
-    PREFIX:v1:{u:ID}:unpriced        model -> events that had no price
+    PREFIX:v2:{u:ID}:cp              last applied log position (the checkpoint)
+    PREFIX:v2:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
+    PREFIX:v2:{u:ID}:h:HOUR          per-hour rollup of the same
+    PREFIX:v2:{u:ID}:tot             totals over all retained events
+    PREFIX:v2:{u:ID}:ts              sorted set: counted message -> timestamp (ms), for windows
+                                     and first/last (member: MESSAGE|REQUEST|PID|SID|HOSTID)
+    PREFIX:v2:{u:ID}:projects        set of project ids;   ...:p:ID  project hash
+    PREFIX:v2:{u:ID}:p:ID:sessions   set of session ids;   ...:s:ID  session hash
+    PREFIX:v2:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
+    PREFIX:v2:{u:ID}:unpriced        model -> events that had no price
 
 Bucket fields: ``i`` ``o`` ``cc`` ``cr`` (the four token types), ``n`` (messages), ``c``
-(cost, nanodollars), and the same per model as ``FIELD|MODEL``.
+(cost, nanodollars), and the same per model as ``FIELD|MODEL``. Project, session and host
+hashes also hold ``first`` and ``last``: the earliest and latest timestamp (ms) of their
+counted messages, whatever order the copies arrived in (v1 only ever widened them, so a copy
+later revised or retracted could leave its time behind).
 
 Every change is applied by one Lua script that also moves the checkpoint, so a read never
 sees an event half applied, and an event at or below the checkpoint is skipped (applying
@@ -35,7 +39,9 @@ from django.conf import settings
 
 from usage.snapshots import Totals as Bucket  # a bucket holds the same six sums
 
-LAYOUT_VERSION = "v1"
+LAYOUT_VERSION = "v2"
+# Earlier layouts: their keys are deleted when a user's projection is rebuilt.
+OLD_LAYOUT_VERSIONS = ("v1",)
 TOKEN_FIELDS = ("i", "o", "cc", "cr")
 SUM_FIELDS = (*TOKEN_FIELDS, "n", "c")
 # Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
@@ -91,6 +97,46 @@ for _, op in ipairs(batch.widen) do
   if first == 0 or op[2] < first then redis.call('HSET', key, 'first', op[2]) end
   local last = tonumber(redis.call('HGET', key, 'last') or '0')
   if op[3] > last then redis.call('HSET', key, 'last', op[3]) end
+end
+-- A withdrawn copy (revised or retracted) that was an owner's first or last: the owner's
+-- nearest remaining message in the timestamp index takes its place, found by its tag
+-- (members end in |PID|SID|HOSTID). An owner left without messages keeps neither.
+local function tag_of(member, which)
+  local tags = {string.match(member, '|([^|]*)|([^|]*)|([^|]*)$')}
+  return tags[which]
+end
+local function nearest(which, tag, from, upward)
+  local offset = 0
+  while true do
+    local page
+    if upward then
+      page = redis.call('ZRANGEBYSCORE', prefix .. 'ts', from, '+inf', 'WITHSCORES',
+                        'LIMIT', offset, 256)
+    else
+      page = redis.call('ZREVRANGEBYSCORE', prefix .. 'ts', from, '-inf', 'WITHSCORES',
+                        'LIMIT', offset, 256)
+    end
+    if #page == 0 then return nil end
+    for i = 1, #page, 2 do
+      if tag_of(page[i], which) == tag then return page[i + 1] end
+    end
+    offset = offset + 256
+  end
+end
+for _, op in ipairs(batch.narrow) do
+  -- op: {key, which tag (1 project, 2 session, 3 host), tag, withdrawn timestamp}
+  local key, which, tag, withdrawn = prefix .. op[1], op[2], op[3], op[4]
+  if tonumber(redis.call('HGET', key, 'n') or '0') <= 0 then
+    redis.call('HDEL', key, 'first', 'last')
+  else
+    for field, upward in pairs({first = true, last = false}) do
+      if tonumber(redis.call('HGET', key, field) or '0') == withdrawn then
+        local found = nearest(which, tag, withdrawn, upward)
+        -- Never nil while n > 0; HDEL rather than an error half-way through the batch.
+        if found then redis.call('HSET', key, field, found) else redis.call('HDEL', key, field) end
+      end
+    end
+  end
 end
 for _, op in ipairs(batch.index) do
   if tonumber(redis.call('HGET', prefix .. op[1], 'n') or '0') > 0 then
@@ -197,7 +243,7 @@ class Contribution(NamedTuple):
     cost_nanos: int
     session_id: str
     project_path: str
-    member: str  # identifies the counted message in the timestamp index
+    member: str  # MESSAGE|REQUEST: with its owners' ids, its timestamp index member
     unpriced: bool
     host: str
 
@@ -217,8 +263,8 @@ def _client(url: str) -> Any:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
-def user_prefix(user_id: int) -> str:
-    return f"{settings.USAGE_REDIS_PREFIX}:{LAYOUT_VERSION}:{{u:{user_id}}}:"
+def user_prefix(user_id: int, layout: str = LAYOUT_VERSION) -> str:
+    return f"{settings.USAGE_REDIS_PREFIX}:{layout}:{{u:{user_id}}}:"
 
 
 def checkpoint(user_id: int) -> int | None:
@@ -289,6 +335,8 @@ def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str
     cells: dict[tuple[int, str, str, str, str, bool], list[int]] = {}
     spans: dict[tuple[str, str, str], tuple[int, int]] = {}
     indexed: dict[str, int | None] = {}
+    tags: dict[tuple[str, str, str], str] = {}
+    withdrawn: dict[tuple[tuple[str, str, str], int], None] = {}  # an ordered set
     for _, contributions in events:
         for c in contributions:
             ts = c.timestamp_ms
@@ -304,12 +352,23 @@ def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str
             sums[4] += sign * c.messages
             sums[5] += sign * c.cost_nanos
             sums[6] += sign  # unpriced events
-            indexed[c.member] = ts if sign > 0 else None
+            owner = (c.project_path, c.session_id, c.host)
+            tag = tags.get(owner)
+            if tag is None:
+                tag = tags[owner] = "|" + "|".join(_owner_ids(*owner))
+            indexed[c.member + tag] = ts if sign > 0 else None
             if sign > 0:
-                owner = (c.project_path, c.session_id, c.host)
                 low, high = spans.get(owner, (ts, ts))
                 spans[owner] = (min(low, ts), max(high, ts))
+            else:
+                withdrawn[(owner, ts)] = None
     batch = _expand(cells, spans)
+    batch["narrow"] = [
+        [key, which, ids[which - 1], ts]
+        for owner, ts in withdrawn
+        for ids in [_owner_ids(*owner)]
+        for which, key in enumerate((f"p:{ids[0]}", f"s:{ids[1]}", f"host:{owner[2]}"), 1)
+    ]
     added = [item for member, ts in indexed.items() if ts is not None for item in (ts, member)]
     removed = [member for member, ts in indexed.items() if ts is None]
     batch["zadd"] = _chunks(added, UNPACK_LIMIT)
@@ -445,9 +504,9 @@ def drop_user(user_id: int) -> None:
     after the scan below and survives the drop (the rebuild would count it twice)."""
     r = client()
     r.delete(user_prefix(user_id) + "cp")
-    keys = list(r.scan_iter(match=_glob_escape(user_prefix(user_id)) + "*", count=1000))
-    for start in range(0, len(keys), 500):
-        r.delete(*keys[start : start + 500])
+    # Earlier layouts' keys too: after an upgrade, the first read rebuilds each user.
+    for layout in (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS):
+        _delete_matching(_glob_escape(user_prefix(user_id, layout)) + "*")
 
 
 def projected_user_ids() -> list[int]:
@@ -459,8 +518,12 @@ def projected_user_ids() -> list[int]:
 
 
 def drop_all() -> None:
+    for layout in (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS):
+        _delete_matching(f"{_glob_escape(settings.USAGE_REDIS_PREFIX)}:{layout}:*")
+
+
+def _delete_matching(pattern: str) -> None:
     r = client()
-    pattern = f"{_glob_escape(settings.USAGE_REDIS_PREFIX)}:{LAYOUT_VERSION}:*"
     keys = list(r.scan_iter(match=pattern, count=1000))
     for start in range(0, len(keys), 500):
         r.delete(*keys[start : start + 500])
@@ -579,6 +642,12 @@ def _model_buckets(flat: Sequence[Any]) -> dict[str, Bucket]:
         model: _bucket([values.get(name, 0) for name in SUM_FIELDS])
         for model, values in by_model.items()
     }
+
+
+def _owner_ids(path: str, session: str, host: str) -> tuple[str, str, str]:
+    """The ids of a message's project, session and host, as its timestamp index member
+    ends with them."""
+    return str(project_id(path)), _short_id(path + "\0" + session), _short_id(host)
 
 
 def _short_id(text: str) -> str:

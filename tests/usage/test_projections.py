@@ -153,6 +153,37 @@ def counted_totals_in_log(user_id: int) -> dict[str, int]:
     }
 
 
+def counted_spans_in_log(user_id: int) -> dict[str, tuple[str, str]]:
+    """The reference for every project's, session's and host's ``first`` and ``last``: the
+    earliest and latest timestamp (ms) of its counted messages, straight from the log."""
+    newest: dict[tuple[str, str], UsageEvent] = {}
+    for event in store.events_after(user_id, 0, limit=10**6):
+        newest[(event.record.message_id, event.record.request_id)] = event
+    spans: dict[str, tuple[int, int]] = {}
+    for event in newest.values():
+        if not event.counted:
+            continue
+        record = event.record
+        at = projector.epoch_ms(record.timestamp)
+        session = projections._short_id(record.project_path + "\0" + record.session_id)
+        for key in (
+            f"p:{projections.project_id(record.project_path)}",
+            f"s:{session}",
+            f"host:{record.host}",
+        ):
+            low, high = spans.get(key, (at, at))
+            spans[key] = (min(low, at), max(high, at))
+    return {key: (str(low), str(high)) for key, (low, high) in spans.items()}
+
+
+def projected_spans(user_id: int) -> dict[str, tuple[str, str]]:
+    return {
+        key: (value["first"], value["last"])
+        for key, value in projections.snapshot(user_id).items()
+        if isinstance(value, dict) and "first" in value
+    }
+
+
 def projected_totals(user_id: int) -> dict[str, int]:
     bucket = projections.totals(user_id)[0]
     return {
@@ -186,6 +217,8 @@ def test_projecting_ingest_by_ingest_equals_rebuilding_from_the_log(
     incremental = projections.snapshot(user_id)
     assert incremental["cp"] == str(store.last_position(user_id))
     assert projected_totals(user_id) == counted_totals_in_log(user_id)
+    # whatever order the copies came in: a copy revised or retracted leaves no first or last
+    assert projected_spans(user_id) == counted_spans_in_log(user_id)
 
     projector.catch_up(user_id)
     assert projections.snapshot(user_id) == incremental, "catching up again changed something"
@@ -402,6 +435,21 @@ def test_every_key_carries_the_layout_version_and_its_users_hash_tag(
     assert set(owners) == {user.pk, other_user.pk}
     # one Redis Cluster slot per user: the Lua scripts may touch all of a user's keys
     assert all(len(slots) == 1 for slots in owners.values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_read_after_an_upgrade_clears_the_earlier_layouts_keys(user: User) -> None:
+    ingest(user.pk, "laptop", some_lines())
+    projected = projections.snapshot(user.pk)
+    projections.drop_user(user.pk)  # as a new layout version finds it: nothing of its own
+    old = projections.user_prefix(user.pk, projections.OLD_LAYOUT_VERSIONS[-1])
+    projections.client().set(old + "cp", 5)
+    projections.client().hset(old + "tot", mapping={"n": 3})
+
+    projector.ensure_current(user.pk)
+
+    assert list(projections.client().scan_iter(match=old + "*")) == []
+    assert projections.snapshot(user.pk) == projected
 
 
 @pytest.mark.django_db(transaction=True)
