@@ -40,7 +40,7 @@ from django.conf import settings
 from usage.snapshots import Totals as Bucket  # a bucket holds the same six sums
 
 LAYOUT_VERSION = "v2"
-# Earlier layouts: their keys are deleted when a user's projection is rebuilt.
+# Earlier layouts: their keys are deleted when a user's projection is built afresh.
 OLD_LAYOUT_VERSIONS = ("v1",)
 TOKEN_FIELDS = ("i", "o", "cc", "cr")
 SUM_FIELDS = (*TOKEN_FIELDS, "n", "c")
@@ -497,15 +497,17 @@ def rebuild_lock(user_id: int) -> Iterator[None]:
         lock.release()
 
 
-def drop_user(user_id: int) -> None:
+def drop_user(user_id: int, *, earlier_layouts: bool = False) -> None:
     """Delete every key of the user's projection (before a rebuild, under ``rebuild_lock``).
 
     The checkpoint goes first: from then on ``apply`` refuses to write, so no key appears
-    after the scan below and survives the drop (the rebuild would count it twice)."""
-    r = client()
-    r.delete(user_prefix(user_id) + "cp")
-    # Earlier layouts' keys too: after an upgrade, the first read rebuilds each user.
-    for layout in (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS):
+    after the scan below and survives the drop (the rebuild would count it twice).
+    ``earlier_layouts`` also deletes what earlier layout versions left (after an upgrade);
+    each layout costs a scan of the whole keyspace, so only the rebuilds that may follow an
+    upgrade ask for it, not the one after every retention prune."""
+    client().delete(user_prefix(user_id) + "cp")
+    layouts = (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS) if earlier_layouts else (LAYOUT_VERSION,)
+    for layout in layouts:
         _delete_matching(_glob_escape(user_prefix(user_id, layout)) + "*")
 
 

@@ -73,7 +73,9 @@ def _restart(user_id: int) -> int | None:
     delete would survive and be counted twice). Returns the checkpoint to continue from."""
     with projections.rebuild_lock(user_id):
         if projections.checkpoint(user_id) is None:
-            projections.drop_user(user_id)  # a partial projection would be added to twice
+            # A partial projection would be added to twice. A missing checkpoint is also how
+            # a new layout version finds every user: the earlier layout's keys go too.
+            projections.drop_user(user_id, earlier_layouts=True)
             projections.reset_checkpoint(user_id)
     return projections.checkpoint(user_id)
 
@@ -91,9 +93,9 @@ def ensure_current(user_id: int) -> None:
         catch_up(user_id)
 
 
-def rebuild_user(user_id: int) -> int:
+def rebuild_user(user_id: int, *, earlier_layouts: bool = False) -> int:
     with projections.rebuild_lock(user_id):  # not while another rebuild is dropping keys
-        projections.drop_user(user_id)
+        projections.drop_user(user_id, earlier_layouts=earlier_layouts)
         projections.reset_checkpoint(user_id)
     return catch_up(user_id)
 
@@ -106,7 +108,7 @@ def rebuild_all() -> dict[int, int]:
     bulk delete, working from its earlier scan, still removed keys the read had just built.
     Users with a projection but no events left get an empty one."""
     user_ids = set(store.user_ids_with_events()) | set(projections.projected_user_ids())
-    return {user_id: rebuild_user(user_id) for user_id in sorted(user_ids)}
+    return {user_id: rebuild_user(user_id, earlier_layouts=True) for user_id in sorted(user_ids)}
 
 
 def catch_up_all() -> dict[int, int]:
