@@ -105,22 +105,29 @@ local function tag_of(member, which)
   local tags = {string.match(member, '|([^|]*)|([^|]*)|([^|]*)$')}
   return tags[which]
 end
+-- Walks by rank, 256 members at a time: linear in the distance walked (LIMIT's offset
+-- would make it quadratic).
 local function nearest(which, tag, from, upward)
-  local offset = 0
+  local index = prefix .. 'ts'
+  local edge
+  if upward then
+    edge = redis.call('ZRANGEBYSCORE', index, from, '+inf', 'LIMIT', 0, 1)
+  else
+    edge = redis.call('ZREVRANGEBYSCORE', index, from, '-inf', 'LIMIT', 0, 1)
+  end
+  if #edge == 0 then return nil end
+  local rank = redis.call('ZRANK', index, edge[1])
   while true do
-    local page
-    if upward then
-      page = redis.call('ZRANGEBYSCORE', prefix .. 'ts', from, '+inf', 'WITHSCORES',
-                        'LIMIT', offset, 256)
-    else
-      page = redis.call('ZREVRANGEBYSCORE', prefix .. 'ts', from, '-inf', 'WITHSCORES',
-                        'LIMIT', offset, 256)
-    end
+    local low, high = rank, rank + 255
+    if not upward then low, high = math.max(rank - 255, 0), rank end
+    local page = redis.call('ZRANGE', index, low, high, 'WITHSCORES')
     if #page == 0 then return nil end
-    for i = 1, #page, 2 do
+    local first, last, step = 1, #page - 1, 2
+    if not upward then first, last, step = #page - 1, 1, -2 end
+    for i = first, last, step do
       if tag_of(page[i], which) == tag then return page[i + 1] end
     end
-    offset = offset + 256
+    if upward then rank = high + 1 elseif low == 0 then return nil else rank = low - 1 end
   end
 end
 for _, op in ipairs(batch.narrow) do

@@ -740,28 +740,50 @@ def test_a_copy_revised_by_a_later_batch_leaves_no_trace_in_first_and_last(
     assert stats(api)["hosts"][0]["last_seen"] == counted_at
 
 
-def test_a_withdrawn_first_message_gives_way_to_the_sessions_next_however_far(
-    api: APIClient, clock: Clock
-) -> None:
-    """The session's next message lies past 600 of another session's: more than one page
-    of the timestamp index to walk."""
-    replay = line("msg_p", "req_replay", sidechain=True, session="far", at="2025-10-05T18:00:00Z")
-    busy = [
+def busy_session(count: int = 600) -> list[dict[str, Any]]:
+    """``count`` messages of another session, 15 s apart from 18:00:15: more than one page
+    (256 members) of the timestamp index to walk past."""
+    return [
         line(
             f"msg_{i:03}",
             f"req_{i:03}",
             session="busy",
             at=f"2025-10-05T{18 + i // 240:02}:{i // 4 % 60:02}:{i % 4 * 15:02}Z",
         )
-        for i in range(1, 601)
+        for i in range(1, count + 1)
     ]
-    ingest(api, replay, *busy, line("msg_y", "req_y", session="far", at="2025-10-05T21:30:00Z"))
+
+
+def test_a_withdrawn_first_message_gives_way_to_the_sessions_next_however_far(
+    api: APIClient, clock: Clock
+) -> None:
+    replay = line("msg_p", "req_replay", sidechain=True, session="far", at="2025-10-05T18:00:00Z")
+    ingest(
+        api,
+        replay,
+        *busy_session(),
+        line("msg_y", "req_y", session="far", at="2025-10-05T21:30:00Z"),
+    )
 
     ingest(api, line("msg_p", "req_parent", session="busy", at="2025-10-05T18:00:01Z"))
 
     far = sessions_of(api)["far"]
     assert far["total_messages"] == 1
     assert far["first_activity"] == far["last_activity"] == "2025-10-05T21:30:00+00:00"
+
+
+def test_a_withdrawn_last_message_gives_way_to_the_sessions_previous_however_far(
+    api: APIClient, clock: Clock
+) -> None:
+    replay = line("msg_p", "req_replay", sidechain=True, session="far", at="2025-10-05T21:30:00Z")
+    first = line("msg_y", "req_y", session="far", at="2025-10-05T18:00:00Z")
+    ingest(api, first, *busy_session(), replay)
+
+    ingest(api, line("msg_p", "req_parent", session="busy", at="2025-10-05T21:29:59Z"))
+
+    far = sessions_of(api)["far"]
+    assert far["total_messages"] == 1
+    assert far["first_activity"] == far["last_activity"] == "2025-10-05T18:00:00+00:00"
 
 
 def test_a_session_left_without_messages_starts_afresh(api: APIClient, clock: Clock) -> None:
