@@ -342,6 +342,7 @@ def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str
     cells: dict[tuple[int, str, str, str, str, bool], list[int]] = {}
     spans: dict[tuple[str, str, str], tuple[int, int]] = {}
     indexed: dict[str, int | None] = {}
+    owners: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # -> their ids, once
     tags: dict[tuple[str, str, str], str] = {}
     withdrawn: dict[tuple[tuple[str, str, str], int], None] = {}  # an ordered set
     for _, contributions in events:
@@ -362,19 +363,19 @@ def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str
             owner = (c.project_path, c.session_id, c.host)
             tag = tags.get(owner)
             if tag is None:
-                tag = tags[owner] = "|" + "|".join(_owner_ids(*owner))
+                ids = owners[owner] = _owner_ids(*owner)
+                tag = tags[owner] = "|" + "|".join(ids)
             indexed[c.member + tag] = ts if sign > 0 else None
             if sign > 0:
                 low, high = spans.get(owner, (ts, ts))
                 spans[owner] = (min(low, ts), max(high, ts))
             else:
                 withdrawn[(owner, ts)] = None
-    batch = _expand(cells, spans)
+    batch = _expand(cells, spans, owners)
     batch["narrow"] = [
-        [key, which, ids[which - 1], ts]
+        [key, which, owners[owner][which - 1], ts]
         for owner, ts in withdrawn
-        for ids in [_owner_ids(*owner)]
-        for which, key in enumerate((f"p:{ids[0]}", f"s:{ids[1]}", f"host:{owner[2]}"), 1)
+        for which, key in enumerate(_owner_keys(owner, owners[owner]), 1)
     ]
     added = [item for member, ts in indexed.items() if ts is not None for item in (ts, member)]
     removed = [member for member, ts in indexed.items() if ts is None]
@@ -386,6 +387,7 @@ def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str
 def _expand(
     cells: dict[tuple[int, str, str, str, str, bool], list[int]],
     spans: dict[tuple[str, str, str], tuple[int, int]],
+    owners: dict[tuple[str, str, str], tuple[str, str, str]],
 ) -> dict[str, Any]:
     """Cells -> the Redis fields they move: each key's sums are added up first (a vector per
     key), then turned into one increment per non-zero field.
@@ -412,16 +414,10 @@ def _expand(
     for (key, _), sums in by_model_key.items():
         _add(by_key, key, sums)
     index: dict[str, tuple[str, str]] = {}
-    ids: dict[tuple[str, str], tuple[str, str]] = {}  # two hashes per session
-    for (path, session, host), sums in per_owner.items():
-        found = ids.get((path, session))
-        if found is None:
-            found = ids[(path, session)] = (
-                str(project_id(path)),
-                _short_id(path + "\0" + session),
-            )
-        pid, sid = found
-        for key in (f"p:{pid}", f"s:{sid}", f"host:{host}"):
+    for owner, sums in per_owner.items():
+        host = owner[2]
+        pid, sid, _ = ids = owners[owner]
+        for key in _owner_keys(owner, ids):
             _add(by_key, key, sums)
         index[f"s:{sid}"] = (f"p:{pid}:sessions", sid)
         index[f"p:{pid}"] = ("projects", pid)
@@ -452,12 +448,13 @@ def _expand(
     increments = [[key, fields] for key, fields in changes.items() if fields]
     fields: dict[tuple[str, str], str] = {}
     widen = []
-    for (path, session, host), (low, high) in spans.items():
-        pid, sid = str(project_id(path)), _short_id(path + "\0" + session)
+    for owner, (low, high) in spans.items():
+        path, session, _ = owner
+        pid, sid, _ = ids = owners[owner]
         fields[(f"p:{pid}", "path")] = path
         fields[(f"s:{sid}", "session")] = session
         fields[(f"s:{sid}", "pid")] = pid
-        widen += [[f"p:{pid}", low, high], [f"s:{sid}", low, high], [f"host:{host}", low, high]]
+        widen += [[key, low, high] for key in _owner_keys(owner, ids)]
     return {
         "incr": increments,
         "hset": [[key, field, value] for (key, field), value in fields.items()],
@@ -657,6 +654,11 @@ def _owner_ids(path: str, session: str, host: str) -> tuple[str, str, str]:
     """The ids of a message's project, session and host, as its timestamp index member
     ends with them."""
     return str(project_id(path)), _short_id(path + "\0" + session), _short_id(host)
+
+
+def _owner_keys(owner: tuple[str, str, str], ids: tuple[str, str, str]) -> tuple[str, str, str]:
+    """The project's, session's and host's hash (the host's is named, not hashed)."""
+    return f"p:{ids[0]}", f"s:{ids[1]}", f"host:{owner[2]}"
 
 
 def _short_id(text: str) -> str:
