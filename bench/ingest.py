@@ -95,7 +95,7 @@ PHASES = (
     ("  post-commit projection (projector.after_commit)", "usage/projector.py", "after_commit"),
     ("    read events back (store.events_after)", "usage/store.py", "events_after"),
     ("    contributions (projector._contributions)", "usage/projector.py", "_contributions"),
-    ("    Redis Lua apply (projections.apply)", "usage/projections.py", "apply"),
+    ("    Redis Lua apply (redis_store.apply)", "usage/redis_store.py", "apply"),
     ("    broadcast (notify.changed)", "usage/notify.py", "changed"),
 )
 

@@ -60,10 +60,10 @@ PHASES = (
     ("last position of the user", "usage.store", "last_position"),
     ("insert (COPY)", "usage.store", "append_prepared"),
     ("events with positions, after the commit", "usage.store", "positioned"),
-    ("post-commit projection", "usage.projector", "after_commit"),
-    ("  contributions", "usage.projector", "_contributions"),
-    ("  aggregate + Lua apply", "usage.projections", "apply"),
-    ("    aggregate (Python)", "usage.projections", "_aggregate"),
+    ("post-commit projection", "usage.projection.projector", "after_commit"),
+    ("  contributions", "usage.projection.projector", "_contributions"),
+    ("  aggregate + Lua apply", "usage.projection.redis_store", "apply"),
+    ("    aggregate (Python)", "usage.projection.redis_store", "_aggregate"),
     ("  broadcast", "usage.notify", "changed"),
 )
 

@@ -202,7 +202,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def compute_snapshot(self, hours: float, limits: LimitSettings) -> Snapshot:
         moment = now()
-        position, dashboard = await sync_to_async(_dashboard_snapshot, thread_sensitive=False)(
+        position, dashboard = await sync_to_async(_dashboard_with_position, thread_sensitive=False)(
             user_id=self.user_id, now=moment, hours=hours, limits=limits
         )
         frame = {"type": "dashboard", "position": position, **dashboard}
@@ -246,7 +246,7 @@ def _reset_epoch(dashboard: dict[str, Any]) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
 
-def _dashboard_snapshot(**arguments: Any) -> tuple[int, dict[str, object]]:
+def _dashboard_with_position(**arguments: Any) -> tuple[int, dict[str, object]]:
     """Fix: runs on one of the event loop's executor threads, which no request cycle cleans
     up. The selector reads the database (official limits, catch-up), and the connection it
     opens must go back to the PostgreSQL pool here: otherwise every such thread keeps one
@@ -254,7 +254,7 @@ def _dashboard_snapshot(**arguments: Any) -> tuple[int, dict[str, object]]:
     call matters: channels' database_sync_to_async closes outside it and, measured under
     pytest, did not see this connection."""
     try:
-        return selectors.dashboard_snapshot(**arguments)
+        return selectors.dashboard_with_position(**arguments)
     finally:
         close_old_connections()
 

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from usage import projections
+from usage.projection import redis_store
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 SAMPLE_PROJECTS = SAMPLES / "claude-config" / "projects"
@@ -24,7 +24,7 @@ def _isolated_redis_namespace(settings, request) -> Iterator[None]:  # type: ign
     """Every test gets its own key prefix in the one real Redis, and leaves nothing behind."""
     settings.USAGE_REDIS_PREFIX = f"cutest{os.getpid()}x{abs(hash(request.node.nodeid)) % 10**8}"
     yield
-    projections.drop_all()
+    redis_store.drop_all()
 
 
 class Clock:

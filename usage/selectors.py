@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from usage import projections, projector, snapshots, store
+from usage import shapes, store
 from usage.limits import LimitReport, apply_official
-from usage.snapshots import Totals
+from usage.projection import projector, redis_store
+from usage.shapes import Totals
 from usage.windows import (
     CUSTOM_PLAN,
     WINDOW_LENGTH,
@@ -43,17 +44,17 @@ def dashboard(
 ) -> dict[str, object]:
     projector.ensure_current(user_id)
     start = now - timedelta(hours=hours)
-    (summary, models), (last_hour, _) = projections.sum_groups(
+    (summary, models), (last_hour, _) = redis_store.sum_groups(
         user_id, [_range_keys(start, now), _last_hour_keys(now)], with_models=True
     )
     burn = _burn(last_hour)
-    return snapshots.dashboard(
+    return shapes.dashboard(
         totals=summary,
         hours=hours,
         burn=burn,
         models=models,
         rate_limit=_rate_limit(user_id, now, limits, burn.tokens_per_minute),
-        unpriced_models=projections.unpriced_models(user_id),
+        unpriced_models=redis_store.unpriced_models(user_id),
     )
 
 
@@ -66,13 +67,13 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
     last = _floor(_epoch(now), step)
     starts = list(range(first, last + 1, step))
     groups = [_bucket_keys(slot, slot + step) for slot in starts]
-    sums = projections.sum_groups(user_id, groups)
+    sums = redis_store.sum_groups(user_id, groups)
     return {
         "start_time": _moment(first).isoformat(),
         "end_time": _moment(last + step).isoformat(),
         "interval": interval,
         "data_points": [
-            snapshots.timeseries_point(_moment(slot), bucket)
+            shapes.timeseries_point(_moment(slot), bucket)
             for slot, (bucket, _) in zip(starts, sums, strict=True)
         ],
     }
@@ -80,14 +81,14 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
 
 def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, object]:
     projector.ensure_current(user_id)
-    (totals, _), (last_hour, _) = projections.sum_groups(user_id, [["tot"], _last_hour_keys(now)])
-    return snapshots.stats(
+    (totals, _), (last_hour, _) = redis_store.sum_groups(user_id, [["tot"], _last_hour_keys(now)])
+    return shapes.stats(
         totals=totals,
-        sessions=projections.session_count(user_id),
-        projects=projections.project_count(user_id),
+        sessions=redis_store.session_count(user_id),
+        projects=redis_store.project_count(user_id),
         rate_limit=_rate_limit(user_id, now, limits, _burn(last_hour).tokens_per_minute),
-        unpriced_models=projections.unpriced_models(user_id),
-        hosts=[_host(fields) for fields in projections.hosts(user_id)],
+        unpriced_models=redis_store.unpriced_models(user_id),
+        hosts=[_host(fields) for fields in redis_store.hosts(user_id)],
     )
 
 
@@ -125,7 +126,7 @@ def _estimated_rate_limit(
     active = window if window is not None and window.is_active(now) else None
     window_totals = Totals()
     if active is not None:
-        window_totals = projections.sum_groups(
+        window_totals = redis_store.sum_groups(
             user_id, [_range_keys(active.start, active.end, inclusive_end=True)]
         )[0][0]
         window_totals = _without_earlier_windows(user_id, active, window_totals)
@@ -156,7 +157,7 @@ def _without_earlier_windows(user_id: int, window: Window, totals: Totals) -> To
     message index has one in the first minute before the window's first message."""
     minute_start = window.start.replace(second=0, microsecond=0)
     cut = min(window.first_message_at, minute_start + timedelta(minutes=1))
-    if not projections.messages_between(
+    if not redis_store.messages_between(
         user_id, projector.epoch_ms(minute_start), projector.epoch_ms(cut)
     ):
         return totals
@@ -178,7 +179,7 @@ def _without_earlier_windows(user_id: int, window: Window, totals: Totals) -> To
 
 
 def _last_window(user_id: int, align: WindowAlign) -> Window | None:
-    found = projections.last_window(user_id, align.value)
+    found = redis_store.last_window(user_id, align.value)
     if found is None:
         return None
     start, first, last = (_moment_ms(value) for value in found)
@@ -191,7 +192,7 @@ def _burn(last_hour: Totals) -> BurnRate:
     return burn_rate(
         input_output_tokens_last_hour=last_hour.input_output_tokens,
         all_tokens_last_hour=last_hour.total_tokens,
-        cost_last_hour_usd=last_hour.cost_nanos / snapshots.NANOS_PER_USD,
+        cost_last_hour_usd=last_hour.cost_nanos / shapes.NANOS_PER_USD,
     )
 
 
@@ -202,7 +203,7 @@ def _named_projects(user_id: int) -> list[dict[str, object]]:
     A suffixed name skips every name already in use, including a real last component: with
     ``/a/api``, ``/b/api`` and ``/c/api-2`` a plain counter named two projects ``api-2``, and
     ``projects/api-2/`` could reach only one of them."""
-    raw = sorted(projections.projects(user_id), key=lambda p: (int(p.get("first", 0)), p["path"]))
+    raw = sorted(redis_store.projects(user_id), key=lambda p: (int(p.get("first", 0)), p["path"]))
     bases = [_last_component(fields.get("path", "")) for fields in raw]
     named: dict[int, str] = {}
     for index, base in enumerate(bases):  # first pass: the first path of each base keeps it
@@ -229,7 +230,7 @@ def _find_project(user_id: int, name: str) -> dict[str, object]:
 
 
 def _sessions(user_id: int, project: dict[str, object]) -> list[dict[str, object]]:
-    found = [_session(fields) for fields in projections.sessions(user_id, str(project["id"]))]
+    found = [_session(fields) for fields in redis_store.sessions(user_id, str(project["id"]))]
     return sorted(found, key=lambda s: str(s["last_activity"]), reverse=True)
 
 
@@ -241,7 +242,7 @@ def _project(fields: dict[str, str], name: str) -> dict[str, object]:
         "path": fields.get("path", ""),
         "total_tokens": totals.total_tokens,
         "total_sessions": int(fields.get("sessions", 0)),
-        "total_cost": snapshots.usd(totals.cost_nanos),
+        "total_cost": shapes.usd(totals.cost_nanos),
         "created_at": _iso_ms(fields.get("first")),
         "updated_at": _iso_ms(fields.get("last")),
         "total_messages": totals.messages,
@@ -262,7 +263,7 @@ def _session(fields: dict[str, str]) -> dict[str, object]:
         "cache_creation_tokens": totals.cache_creation_tokens,
         "cache_read_tokens": totals.cache_read_tokens,
         "total_messages": totals.messages,
-        "total_cost": snapshots.usd(totals.cost_nanos),
+        "total_cost": shapes.usd(totals.cost_nanos),
         "first_activity": _iso_ms(fields.get("first")),
         "last_activity": _iso_ms(fields.get("last")),
     }
@@ -274,13 +275,13 @@ def _host(fields: dict[str, str]) -> dict[str, object]:
         "host": fields["host"],
         "total_tokens": totals.total_tokens,
         "total_messages": totals.messages,
-        "total_cost_usd": snapshots.usd(totals.cost_nanos),
+        "total_cost_usd": shapes.usd(totals.cost_nanos),
         "last_seen": _iso_ms(fields.get("last")),
     }
 
 
 def _totals_from_fields(fields: dict[str, str]) -> Totals:
-    return Totals(*(int(fields.get(name, 0)) for name in projections.SUM_FIELDS))
+    return Totals(*(int(fields.get(name, 0)) for name in redis_store.SUM_FIELDS))
 
 
 def _range_keys(start: datetime, end: datetime, *, inclusive_end: bool = True) -> list[str]:
@@ -336,15 +337,15 @@ def _iso_ms(value: str | None) -> str | None:
     return None if not value else _moment_ms(int(float(value))).isoformat()
 
 
-def dashboard_snapshot(
+def dashboard_with_position(
     *, user_id: int, now: datetime, hours: float, limits: LimitSettings
 ) -> tuple[int, dict[str, object]]:
     """The dashboard and the log position it includes at least (read before the data, so
     every event up to it is in the answer)."""
     projector.ensure_current(user_id)
-    position = projections.checkpoint(user_id) or 0
+    position = redis_store.checkpoint(user_id) or 0
     return position, dashboard(user_id=user_id, now=now, hours=hours, limits=limits)
 
 
 def checkpoints(user_ids: list[int]) -> dict[int, int]:
-    return projections.checkpoints(user_ids)
+    return redis_store.checkpoints(user_ids)

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 
-from usage import projector, store, wire
+from usage import store, wire
 from usage.dedupe import Decision, decide
 from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord
 from usage.limits import OfficialLimits
 from usage.pricing import cost_nanos
+from usage.projection import projector
 
 log = logging.getLogger(__name__)
 

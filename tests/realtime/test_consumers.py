@@ -481,11 +481,11 @@ async def test_a_lost_prompt_is_repaired_by_the_resync(
 
 
 class GatedSnapshots:
-    """Wraps ``selectors.dashboard_snapshot``: once closed, each computation reads the
+    """Wraps ``selectors.dashboard_with_position``: once closed, each computation reads the
     projections and then waits for the gate, so a test can act while it is in flight."""
 
     def __init__(self) -> None:
-        self.real = selectors.dashboard_snapshot
+        self.real = selectors.dashboard_with_position
         self.open = threading.Event()
         self.open.set()
         self.in_flight = threading.Event()
@@ -504,7 +504,7 @@ class GatedSnapshots:
 @pytest.fixture
 def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedSnapshots]:
     gate = GatedSnapshots()
-    monkeypatch.setattr(selectors, "dashboard_snapshot", gate)
+    monkeypatch.setattr(selectors, "dashboard_with_position", gate)
     yield gate
     gate.open.set()
 

@@ -19,9 +19,11 @@ from django.core.management import call_command
 from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
 
-from usage import projections, projector, services, store
+from tests.usage.projection_dump import dump_projection
+from usage import services, store
 from usage.models import CompletedWindow, LoggedEvent
-from usage.projections import Contribution
+from usage.projection import projector, redis_store
+from usage.projection.redis_store import Contribution
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SONNET = "claude-sonnet-4-5-20250929"
@@ -139,21 +141,21 @@ def test_rebuild_projections_recomputes_every_projection_from_the_log(
     now = datetime.now(tz=UTC)
     ingest(user.pk, [assistant_record(f"a{i}", now - timedelta(minutes=i)) for i in range(5)], now)
     ingest(other_user.pk, [assistant_record("b", now)], now)
-    expected = {uid: projections.snapshot(uid) for uid in (user.pk, other_user.pk)}
+    expected = {uid: dump_projection(uid) for uid in (user.pk, other_user.pk)}
     # Damage both: a wrong total, a lost bucket; and a projection for a user without events.
-    r = projections.client()
-    r.hincrby(projections.user_prefix(user.pk) + "tot", "i", 999)
-    r.delete(projections.user_prefix(other_user.pk) + "tot")
+    r = redis_store.client()
+    r.hincrby(redis_store.user_prefix(user.pk) + "tot", "i", 999)
+    r.delete(redis_store.user_prefix(other_user.pk) + "tot")
     gone = get_user_model().objects.create(username="gone")
-    projections.reset_checkpoint(gone.pk)
-    projections.apply(gone.pk, [(1, [a_contribution()])], after=0)
+    redis_store.reset_checkpoint(gone.pk)
+    redis_store.apply(gone.pk, [(1, [a_contribution()])], after=0)
 
     printed = run("rebuild_projections")
 
     assert printed == "rebuilt projections of 3 users\n"
-    assert projections.snapshot(user.pk) == expected[user.pk]
-    assert projections.snapshot(other_user.pk) == expected[other_user.pk]
-    assert projections.snapshot(gone.pk) == {"cp": "0"}
+    assert dump_projection(user.pk) == expected[user.pk]
+    assert dump_projection(other_user.pk) == expected[other_user.pk]
+    assert dump_projection(gone.pk) == {"cp": "0"}
 
 
 # --- prune_events --------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_prune_events_deletes_what_retention_no_longer_keeps(
 
     assert printed == "pruned 1 events of 1 users\n"
     assert list(LoggedEvent.objects.values_list("message_id", flat=True)) == ["young"]
-    totals = projections.totals(user.pk)[0]
+    totals = redis_store.totals(user.pk)[0]
     assert (totals.messages, totals.input_tokens, totals.output_tokens) == (1, 10, 10)
 
 
@@ -200,7 +202,7 @@ def test_one_worker_tick_catches_up_keeps_finished_windows_and_applies_retention
     settings.USAGE_RETENTION_HOURS = 0
     ingest(user.pk, [assistant_record("old", now - timedelta(hours=7), tokens=1000)], now)
     ingest(user.pk, [assistant_record("young", now - timedelta(hours=1), tokens=10)], now)
-    projections.drop_user(user.pk)  # as if Redis had restarted empty
+    redis_store.drop_user(user.pk)  # as if Redis had restarted empty
     settings.USAGE_RETENTION_HOURS = 6
 
     with caplog.at_level(logging.ERROR):
@@ -208,9 +210,9 @@ def test_one_worker_tick_catches_up_keeps_finished_windows_and_applies_retention
 
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert list(LoggedEvent.objects.values_list("message_id", flat=True)) == ["young"]
-    totals = projections.totals(user.pk)[0]
+    totals = redis_store.totals(user.pk)[0]
     assert (totals.messages, totals.input_tokens) == (1, 10)
-    assert projections.checkpoint(user.pk) == store.last_position(user.pk)
+    assert redis_store.checkpoint(user.pk) == store.last_position(user.pk)
     # the window of the pruned event is kept (both alignments), the active one is not yet
     finished = CompletedWindow.objects.filter(user=user)
     assert sorted(finished.values_list("align", flat=True)) == ["exact", "hour"]
@@ -222,15 +224,15 @@ def test_one_worker_tick_catches_up_keeps_finished_windows_and_applies_retention
 def test_a_worker_tick_repairs_a_projection_that_missed_an_ingest(user: User) -> None:
     now = datetime.now(tz=UTC)
     ingest(user.pk, [assistant_record("first", now)], now)
-    expected = projections.snapshot(user.pk)
+    expected = dump_projection(user.pk)
     # The ingest committed but its catch-up never ran (the process died in between):
     # the projection stands at position 0.
-    projections.drop_user(user.pk)
-    projections.reset_checkpoint(user.pk)
+    redis_store.drop_user(user.pk)
+    redis_store.reset_checkpoint(user.pk)
 
     run("run_worker", "--once")
 
-    assert projections.snapshot(user.pk) == expected
+    assert dump_projection(user.pk) == expected
 
 
 # --- local_setup ---------------------------------------------------------------------------

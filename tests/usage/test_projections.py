@@ -23,10 +23,12 @@ from redis.crc import key_slot
 from rest_framework.test import APIClient
 
 from tests.conftest import Clock
+from tests.usage.projection_dump import dump_projection
 from tests.usage.test_store import run_concurrently, waiting_for_locks
-from usage import projections, projector, services, store
+from usage import services, store
 from usage.events import UsageEvent
-from usage.projections import Contribution
+from usage.projection import projector, redis_store
+from usage.projection.redis_store import Contribution
 
 NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
 START = NOW - timedelta(hours=10)
@@ -165,9 +167,9 @@ def counted_spans_in_log(user_id: int) -> dict[str, tuple[str, str]]:
             continue
         record = event.record
         at = projector.epoch_ms(record.timestamp)
-        session = projections._short_id(record.project_path + "\0" + record.session_id)
+        session = redis_store._short_id(record.project_path + "\0" + record.session_id)
         for key in (
-            f"p:{projections.project_id(record.project_path)}",
+            f"p:{redis_store.project_id(record.project_path)}",
             f"s:{session}",
             f"host:{record.host}",
         ):
@@ -179,13 +181,13 @@ def counted_spans_in_log(user_id: int) -> dict[str, tuple[str, str]]:
 def projected_spans(user_id: int) -> dict[str, tuple[str, str]]:
     return {
         key: (value["first"], value["last"])
-        for key, value in projections.snapshot(user_id).items()
+        for key, value in dump_projection(user_id).items()
         if isinstance(value, dict) and "first" in value
     }
 
 
 def projected_totals(user_id: int) -> dict[str, int]:
-    bucket = projections.totals(user_id)[0]
+    bucket = redis_store.totals(user_id)[0]
     return {
         "i": bucket.input_tokens,
         "o": bucket.output_tokens,
@@ -214,17 +216,17 @@ def test_projecting_ingest_by_ingest_equals_rebuilding_from_the_log(
     for host, lines in sent:
         ingest(user_id, host, lines)  # each commit catches the projection up (on_commit)
 
-    incremental = projections.snapshot(user_id)
+    incremental = dump_projection(user_id)
     assert incremental["cp"] == str(store.last_position(user_id))
     assert projected_totals(user_id) == counted_totals_in_log(user_id)
     # whatever order the copies came in: a copy revised or retracted leaves no first or last
     assert projected_spans(user_id) == counted_spans_in_log(user_id)
 
     projector.catch_up(user_id)
-    assert projections.snapshot(user_id) == incremental, "catching up again changed something"
+    assert dump_projection(user_id) == incremental, "catching up again changed something"
 
     projector.rebuild_user(user_id)
-    assert projections.snapshot(user_id) == incremental
+    assert dump_projection(user_id) == incremental
 
 
 # --- re-applying ---------------------------------------------------------------------------
@@ -266,35 +268,35 @@ def some_lines() -> list[dict[str, object]]:
 def test_applying_already_applied_positions_again_changes_nothing(user: User) -> None:
     ingest(user.pk, "laptop", some_lines())
     checkpoint = store.last_position(user.pk)
-    before = projections.snapshot(user.pk)
-    messages = projections.totals(user.pk)[0].messages
+    before = dump_projection(user.pk)
+    messages = redis_store.totals(user.pk)[0].messages
 
-    again = projections.apply(user.pk, [(checkpoint, [a_contribution()])], after=checkpoint - 1)
-    replayed = projections.apply(
+    again = redis_store.apply(user.pk, [(checkpoint, [a_contribution()])], after=checkpoint - 1)
+    replayed = redis_store.apply(
         user.pk,
         [(position, [a_contribution()]) for position in range(1, checkpoint + 1)],
         after=0,
     )
 
     assert again == replayed == checkpoint
-    assert projections.snapshot(user.pk) == before
+    assert dump_projection(user.pk) == before
     # the very same call with the next position does change the projection
-    applied = projections.apply(user.pk, [(checkpoint + 1, [a_contribution()])], after=checkpoint)
+    applied = redis_store.apply(user.pk, [(checkpoint + 1, [a_contribution()])], after=checkpoint)
     assert applied == checkpoint + 1
-    assert projections.totals(user.pk)[0].messages == messages + 1
+    assert redis_store.totals(user.pk)[0].messages == messages + 1
 
 
 @pytest.mark.django_db(transaction=True)
 def test_catching_up_twice_applies_each_event_once(user: User) -> None:
     ingest(user.pk, "laptop", some_lines())
-    projections.drop_user(user.pk)
+    redis_store.drop_user(user.pk)
 
     first = projector.catch_up(user.pk)
-    once = projections.snapshot(user.pk)
+    once = dump_projection(user.pk)
     second = projector.catch_up(user.pk)
 
     assert first == second == store.last_position(user.pk)
-    assert projections.snapshot(user.pk) == once
+    assert dump_projection(user.pk) == once
     assert projected_totals(user.pk)["n"] == 1
 
 
@@ -312,13 +314,13 @@ def test_a_read_after_redis_lost_the_projection_rebuilds_it_before_answering(
     assert posted.status_code == 200
     url = f"/app/claude-usage/{endpoint}"
     answer = api.get(url).json()
-    projected = projections.snapshot(user.pk)
+    projected = dump_projection(user.pk)
 
-    projections.drop_user(user.pk)
-    assert projections.checkpoint(user.pk) is None
+    redis_store.drop_user(user.pk)
+    assert redis_store.checkpoint(user.pk) is None
 
     assert api.get(url).json() == answer
-    assert projections.snapshot(user.pk) == projected
+    assert dump_projection(user.pk) == projected
 
 
 @pytest.mark.django_db(transaction=True)
@@ -328,12 +330,12 @@ def test_a_projection_that_lost_only_its_checkpoint_is_rebuilt_not_added_to(
     posted = api.post("/app/claude-usage/events/", {"records": some_lines()}, format="json")
     assert posted.status_code == 200
     stats = api.get("/app/claude-usage/stats/").json()
-    projected = projections.snapshot(user.pk)
+    projected = dump_projection(user.pk)
 
-    projections.client().delete(projections.user_prefix(user.pk) + "cp")
+    redis_store.client().delete(redis_store.user_prefix(user.pk) + "cp")
 
     assert api.get("/app/claude-usage/stats/").json() == stats
-    assert projections.snapshot(user.pk) == projected
+    assert dump_projection(user.pk) == projected
 
 
 @pytest.mark.django_db(transaction=True)
@@ -344,20 +346,20 @@ def test_a_user_without_events_gets_zeros_and_a_checkpoint(
 
     assert stats["total_tokens"] == 0
     assert stats["total_messages"] == 0
-    assert projections.checkpoint(user.pk) == 0
+    assert redis_store.checkpoint(user.pk) == 0
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_apply_to_a_projection_without_checkpoint_is_refused(user: User) -> None:
     ingest(user.pk, "laptop", some_lines())
     checkpoint = store.last_position(user.pk)
-    projections.client().delete(projections.user_prefix(user.pk) + "cp")  # a drop under way
-    before = projections.snapshot(user.pk)
+    redis_store.client().delete(redis_store.user_prefix(user.pk) + "cp")  # a drop under way
+    before = dump_projection(user.pk)
 
-    refused = projections.apply(user.pk, [(checkpoint + 1, [a_contribution()])], after=0)
+    refused = redis_store.apply(user.pk, [(checkpoint + 1, [a_contribution()])], after=0)
 
     assert refused is None
-    assert projections.snapshot(user.pk) == before
+    assert dump_projection(user.pk) == before
 
 
 class SlowDeletes:
@@ -377,8 +379,8 @@ class SlowDeletes:
 
 @pytest.fixture
 def slow_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
-    slow = SlowDeletes(projections.client())
-    monkeypatch.setattr(projections, "client", lambda: slow)
+    slow = SlowDeletes(redis_store.client())
+    monkeypatch.setattr(redis_store, "client", lambda: slow)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -401,16 +403,16 @@ def test_readers_that_find_the_projection_gone_at_once_rebuild_it_once(user: Use
         for i in range(80)
     ]
     ingest(user.pk, "laptop", [transcript_line(message, "full", 0) for message in sent])
-    built = projections.snapshot(user.pk)
+    built = dump_projection(user.pk)
 
     def ensure_current() -> None:
         projector.ensure_current(user.pk)
 
     for _ in range(5):
-        projections.drop_user(user.pk)
+        redis_store.drop_user(user.pk)
         run_concurrently([lambda: waiting_for_locks(ensure_current)] * 6)
 
-        assert projections.snapshot(user.pk) == built
+        assert dump_projection(user.pk) == built
 
 
 # --- layout --------------------------------------------------------------------------------
@@ -423,9 +425,9 @@ def test_every_key_carries_the_layout_version_and_its_users_hash_tag(
     ingest(user.pk, "laptop", some_lines())
     ingest(other_user.pk, "desktop", some_lines())
     prefix = re.escape(settings.USAGE_REDIS_PREFIX)
-    layout = re.compile(rf"^{prefix}:{projections.LAYOUT_VERSION}:\{{u:(\d+)\}}:.+")
+    layout = re.compile(rf"^{prefix}:{redis_store.LAYOUT_VERSION}:\{{u:(\d+)\}}:.+")
 
-    keys = list(projections.client().scan_iter(match=settings.USAGE_REDIS_PREFIX + ":*"))
+    keys = list(redis_store.client().scan_iter(match=settings.USAGE_REDIS_PREFIX + ":*"))
     owners: dict[int, set[int]] = {}
     for key in keys:
         match = layout.match(key)
@@ -440,16 +442,16 @@ def test_every_key_carries_the_layout_version_and_its_users_hash_tag(
 @pytest.mark.django_db(transaction=True)
 def test_the_first_read_after_an_upgrade_clears_the_earlier_layouts_keys(user: User) -> None:
     ingest(user.pk, "laptop", some_lines())
-    projected = projections.snapshot(user.pk)
-    projections.drop_user(user.pk)  # as a new layout version finds it: nothing of its own
-    old = projections.user_prefix(user.pk, projections.OLD_LAYOUT_VERSIONS[-1])
-    projections.client().set(old + "cp", 5)
-    projections.client().hset(old + "tot", mapping={"n": 3})
+    projected = dump_projection(user.pk)
+    redis_store.drop_user(user.pk)  # as a new layout version finds it: nothing of its own
+    old = redis_store.user_prefix(user.pk, redis_store.OLD_LAYOUT_VERSIONS[-1])
+    redis_store.client().set(old + "cp", 5)
+    redis_store.client().hset(old + "tot", mapping={"n": 3})
 
     projector.ensure_current(user.pk)
 
-    assert list(projections.client().scan_iter(match=old + "*")) == []
-    assert projections.snapshot(user.pk) == projected
+    assert list(redis_store.client().scan_iter(match=old + "*")) == []
+    assert dump_projection(user.pk) == projected
 
 
 @pytest.mark.django_db(transaction=True)
@@ -457,10 +459,10 @@ def test_one_users_ingest_leaves_another_users_projection_alone(
     user: User, other_user: User
 ) -> None:
     ingest(other_user.pk, "desktop", some_lines())
-    theirs = projections.snapshot(other_user.pk)
+    theirs = dump_projection(other_user.pk)
 
     ingest(user.pk, "laptop", some_lines())
     projector.rebuild_user(user.pk)
 
-    assert projections.snapshot(other_user.pk) == theirs
+    assert dump_projection(other_user.pk) == theirs
     assert projected_totals(user.pk) == projected_totals(other_user.pk)

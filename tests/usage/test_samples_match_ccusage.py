@@ -12,8 +12,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tests.conftest import SAMPLES, Clock, sample_lines
-from usage import projector
 from usage.models import CompletedWindow
+from usage.projection import projector
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -17,9 +17,11 @@ from django.contrib.auth.models import User
 from django.db import DatabaseError, OperationalError, connection, transaction
 from pytest_django.fixtures import Settings
 
-from usage import projections, projector, services, store
+from tests.usage.projection_dump import dump_projection
+from usage import services, store
 from usage.events import UsageEvent
 from usage.models import LoggedEvent
+from usage.projection import projector, redis_store
 
 NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
 SONNET = "claude-sonnet-4-5-20250929"
@@ -209,7 +211,7 @@ def test_pruning_deletes_only_events_older_than_the_retention_horizon(
     settings.USAGE_RETENTION_HOURS = 0  # ingest the old records as if they had just arrived
     for owner in (user, other_user):
         ingest(owner.pk, [assistant_record(name, at) for name, at, _ in RETENTION_CASES])
-    before = projections.totals(user.pk)[0]
+    before = redis_store.totals(user.pk)[0]
     settings.USAGE_RETENTION_HOURS = 6
 
     deleted = services.prune_events(now=NOW)
@@ -218,7 +220,7 @@ def test_pruning_deletes_only_events_older_than_the_retention_horizon(
     assert deleted == {user.pk: 2, other_user.pk: 2}
     for owner in (user, other_user):
         assert [event.message_id for event in logged(owner.pk)] == kept
-    after = projections.totals(user.pk)[0]
+    after = redis_store.totals(user.pk)[0]
     assert before.messages == 5
     assert after.messages == 3
     assert after.input_tokens == 3 * 100
@@ -242,24 +244,24 @@ def test_after_pruning_the_projections_equal_a_rebuild_from_the_log(
     settings.USAGE_RETENTION_HOURS = 6
 
     services.prune_events(now=NOW)
-    pruned = projections.snapshot(user.pk)
+    pruned = dump_projection(user.pk)
     projector.rebuild_user(user.pk)
 
-    assert projections.snapshot(user.pk) == pruned
-    assert projections.totals(user.pk)[0].messages == 10 + 1  # msg_0..msg_9 and msg_rev
+    assert dump_projection(user.pk) == pruned
+    assert redis_store.totals(user.pk)[0].messages == 10 + 1  # msg_0..msg_9 and msg_rev
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_retention_of_zero_hours_keeps_everything(user: User, settings: Settings) -> None:
     settings.USAGE_RETENTION_HOURS = 0
     ingest(user.pk, [assistant_record(name, at) for name, at, _ in RETENTION_CASES])
-    before = projections.snapshot(user.pk)
+    before = dump_projection(user.pk)
 
     deleted = services.prune_events(now=NOW + timedelta(days=365))
 
     assert deleted == {}
     assert len(logged(user.pk)) == len(RETENTION_CASES)
-    assert projections.snapshot(user.pk) == before
+    assert dump_projection(user.pk) == before
 
 
 # --- concurrency ---------------------------------------------------------------------------
@@ -399,13 +401,13 @@ def test_the_same_batch_ingested_by_several_threads_at_once_counts_once(
     accepted = sorted(result.accepted for result in results)
     assert accepted == [0, 0, 0, single.accepted]
     assert len(logged(user.pk)) == len(logged(other_user.pk))
-    assert projections.totals(user.pk) == projections.totals(other_user.pk)
-    assert without_checkpoint(projections.snapshot(user.pk)) == without_checkpoint(
-        projections.snapshot(other_user.pk)
+    assert redis_store.totals(user.pk) == redis_store.totals(other_user.pk)
+    assert without_checkpoint(dump_projection(user.pk)) == without_checkpoint(
+        dump_projection(other_user.pk)
     )
-    concurrent = projections.snapshot(user.pk)
+    concurrent = dump_projection(user.pk)
     projector.rebuild_user(user.pk)
-    assert projections.snapshot(user.pk) == concurrent
+    assert dump_projection(user.pk) == concurrent
 
 
 # --- query plans on PostgreSQL -------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Response shapes for the generated OpenAPI schema (drf-spectacular reads these; the views
-build their answers in ``usage.snapshots``, and a test checks the two agree)."""
+build their answers in ``usage.shapes``, and a test checks the two agree)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from usage import projector
+from usage.projection import projector
 
 
 class Command(BaseCommand):

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from usage import projector, services
+from usage import services
+from usage.projection import projector
 
 log = logging.getLogger(__name__)
 

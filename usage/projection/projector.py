@@ -11,9 +11,10 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from usage import notify, projections, store
+from usage import notify, store
 from usage.events import EventKind, UsageEvent
-from usage.projections import Contribution
+from usage.projection import redis_store
+from usage.projection.redis_store import Contribution
 from usage.windows import WindowAlign, split_into_windows
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def after_commit(user_id: int, events: Sequence[UsageEvent] = (), *, after: int 
 def after_limits_changed(user_id: int) -> None:
     """Official limits changed: the log did not move, so the prompt asks for a refresh."""
     try:
-        position = projections.checkpoint(user_id) or 0
+        position = redis_store.checkpoint(user_id) or 0
     except Exception:
         log.warning("could not announce new limits for user %s", user_id, exc_info=True)
         return
@@ -52,7 +53,7 @@ def after_limits_changed(user_id: int) -> None:
 
 def catch_up(user_id: int) -> int:
     """Apply the user's events after the checkpoint; returns the new checkpoint."""
-    position = projections.checkpoint(user_id)
+    position = redis_store.checkpoint(user_id)
     while True:
         if position is None:
             position = _restart(user_id)
@@ -60,10 +61,10 @@ def catch_up(user_id: int) -> int:
         events = store.events_after(user_id, position, limit=CATCH_UP_BATCH)
         if not events:
             return position
-        applied = projections.apply(user_id, _contributions(user_id, events), after=position)
+        applied = redis_store.apply(user_id, _contributions(user_id, events), after=position)
         # None: another writer moved the checkpoint meanwhile, or a rebuild removed it;
         # continue from where it is now (a missing one means: restart).
-        position = applied if applied is not None else projections.checkpoint(user_id)
+        position = applied if applied is not None else redis_store.checkpoint(user_id)
 
 
 def _restart(user_id: int) -> int | None:
@@ -71,32 +72,32 @@ def _restart(user_id: int) -> int | None:
     and only if still missing: a second reader that found it gone at the same moment must
     not drop what the first is already building (keys created between its scan and its
     delete would survive and be counted twice). Returns the checkpoint to continue from."""
-    with projections.rebuild_lock(user_id):
-        if projections.checkpoint(user_id) is None:
+    with redis_store.rebuild_lock(user_id):
+        if redis_store.checkpoint(user_id) is None:
             # A partial projection would be added to twice. A missing checkpoint is also how
             # a new layout version finds every user: the earlier layout's keys go too.
-            projections.drop_user(user_id, earlier_layouts=True)
-            projections.reset_checkpoint(user_id)
-    return projections.checkpoint(user_id)
+            redis_store.drop_user(user_id, earlier_layouts=True)
+            redis_store.reset_checkpoint(user_id)
+    return redis_store.checkpoint(user_id)
 
 
 def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: int) -> int | None:
     if after < 0:
         return None
     # The Lua script itself refuses a missing or moved checkpoint (None: catch up instead).
-    return projections.apply(user_id, _contributions(user_id, events), after=after)
+    return redis_store.apply(user_id, _contributions(user_id, events), after=after)
 
 
 def ensure_current(user_id: int) -> None:
     """Before answering a read: rebuild when Redis has lost the user's projection."""
-    if projections.checkpoint(user_id) is None:
+    if redis_store.checkpoint(user_id) is None:
         catch_up(user_id)
 
 
 def rebuild_user(user_id: int, *, earlier_layouts: bool = False) -> int:
-    with projections.rebuild_lock(user_id):  # not while another rebuild is dropping keys
-        projections.drop_user(user_id, earlier_layouts=earlier_layouts)
-        projections.reset_checkpoint(user_id)
+    with redis_store.rebuild_lock(user_id):  # not while another rebuild is dropping keys
+        redis_store.drop_user(user_id, earlier_layouts=earlier_layouts)
+        redis_store.reset_checkpoint(user_id)
     return catch_up(user_id)
 
 
@@ -107,7 +108,7 @@ def rebuild_all() -> dict[int, int]:
     read that found a checkpoint already deleted would start rebuilding that user while the
     bulk delete, working from its earlier scan, still removed keys the read had just built.
     Users with a projection but no events left get an empty one."""
-    user_ids = set(store.user_ids_with_events()) | set(projections.projected_user_ids())
+    user_ids = set(store.user_ids_with_events()) | set(redis_store.projected_user_ids())
     return {user_id: rebuild_user(user_id, earlier_layouts=True) for user_id in sorted(user_ids)}
 
 

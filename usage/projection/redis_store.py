@@ -37,7 +37,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from usage.snapshots import Totals as Bucket  # a bucket holds the same six sums
+from usage.shapes import Totals as Bucket  # a bucket holds the same six sums
 
 LAYOUT_VERSION = "v2"
 # Earlier layouts: their keys are deleted when a user's projection is built afresh.
@@ -512,12 +512,12 @@ def drop_user(user_id: int, *, earlier_layouts: bool = False) -> None:
     client().delete(user_prefix(user_id) + "cp")
     layouts = (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS) if earlier_layouts else (LAYOUT_VERSION,)
     for layout in layouts:
-        _delete_matching(_glob_escape(user_prefix(user_id, layout)) + "*")
+        _delete_matching(glob_escape(user_prefix(user_id, layout)) + "*")
 
 
 def projected_user_ids() -> list[int]:
     """Users that have a projection (a checkpoint) in Redis."""
-    pattern = f"{_glob_escape(settings.USAGE_REDIS_PREFIX)}:{LAYOUT_VERSION}:{{u:*}}:cp"
+    pattern = f"{glob_escape(settings.USAGE_REDIS_PREFIX)}:{LAYOUT_VERSION}:{{u:*}}:cp"
     # The first "{u:" is the hash tag; the glob's * may also span a host name's key.
     found = (key.split("{u:", 1)[1].split("}", 1)[0] for key in client().scan_iter(match=pattern))
     return sorted({int(user_id) for user_id in found if user_id.isdigit()})
@@ -525,7 +525,7 @@ def projected_user_ids() -> list[int]:
 
 def drop_all() -> None:
     for layout in (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS):
-        _delete_matching(f"{_glob_escape(settings.USAGE_REDIS_PREFIX)}:{layout}:*")
+        _delete_matching(f"{glob_escape(settings.USAGE_REDIS_PREFIX)}:{layout}:*")
 
 
 def _delete_matching(pattern: str) -> None:
@@ -616,25 +616,6 @@ def unpriced_models(user_id: int) -> list[str]:
     return sorted(client().hkeys(user_prefix(user_id) + "unpriced"))
 
 
-def snapshot(user_id: int) -> dict[str, dict[str, str] | str | list[str] | set[str]]:
-    """Every key of the user's projection with its value: for tests and diagnostics."""
-    r = client()
-    prefix = user_prefix(user_id)
-    out: dict[str, dict[str, str] | str | list[str] | set[str]] = {}
-    for key in sorted(r.scan_iter(match=_glob_escape(prefix) + "*", count=1000)):
-        kind = r.type(key)
-        name = key[len(prefix) :]
-        if kind == "hash":
-            out[name] = r.hgetall(key)
-        elif kind == "set":
-            out[name] = r.smembers(key)
-        elif kind == "zset":
-            out[name] = [f"{m}@{int(s)}" for m, s in r.zrange(key, 0, -1, withscores=True)]
-        else:
-            out[name] = r.get(key) or ""
-    return out
-
-
 def _bucket(values: Sequence[int]) -> Bucket:
     return Bucket(*(int(v) for v in values))
 
@@ -665,5 +646,5 @@ def _short_id(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
