@@ -92,10 +92,10 @@ PHASES = (
     ("  insert (store.append_prepared)", "usage/store.py", "append_prepared"),
     ("  commit (database COMMIT)", "django/db/backends/base/base.py", "_commit"),
     ("  events with positions, after commit (store.positioned)", "usage/store.py", "positioned"),
-    ("  post-commit projection (projector.after_commit)", "usage/projector.py", "after_commit"),
+    ("  post-commit projection (projector.after_commit)", "usage/projection/projector.py", "after_commit"),
     ("    read events back (store.events_after)", "usage/store.py", "events_after"),
-    ("    contributions (projector._contributions)", "usage/projector.py", "_contributions"),
-    ("    Redis Lua apply (redis_store.apply)", "usage/redis_store.py", "apply"),
+    ("    contributions (projector._contributions)", "usage/projection/projector.py", "_contributions"),
+    ("    Redis Lua apply (redis_store.apply)", "usage/projection/redis_store.py", "apply"),
     ("    broadcast (notify.changed)", "usage/notify.py", "changed"),
 )
 

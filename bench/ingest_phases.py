@@ -63,7 +63,8 @@ PHASES = (
     ("post-commit projection", "usage.projection.projector", "after_commit"),
     ("  contributions", "usage.projection.projector", "_contributions"),
     ("  aggregate + Lua apply", "usage.projection.redis_store", "apply"),
-    ("    aggregate (Python)", "usage.projection.redis_store", "_aggregate"),
+    ("    aggregate (Python)", "usage.projection.redis_store", "aggregate"),
+    ("    keys and fields (Python)", "usage.projection.redis_store", "_payload"),
     ("  broadcast", "usage.notify", "changed"),
 )
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.conf import settings as settings_module
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -24,7 +25,16 @@ def _isolated_redis_namespace(settings, request) -> Iterator[None]:  # type: ign
     """Every test gets its own key prefix in the one real Redis, and leaves nothing behind."""
     settings.USAGE_REDIS_PREFIX = f"cutest{os.getpid()}x{abs(hash(request.node.nodeid)) % 10**8}"
     yield
-    redis_store.drop_all()
+    drop_all_projections()
+
+
+def drop_all_projections() -> None:
+    """Every key under the current prefix, of every layout (and the rebuild locks)."""
+    client = redis_store.client()
+    pattern = redis_store.glob_escape(settings_module.USAGE_REDIS_PREFIX) + ":*"
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
 
 
 class Clock:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from usage.windows import WINDOW_LENGTH, RateLimitState, format_duration, predict
+from usage.windows import LIMIT_REACHED, WINDOW_LENGTH, RateLimitState, format_duration, predict
 
 LIMIT_REACHED_PERCENT = 100.0
 
@@ -62,7 +62,7 @@ def apply_official(
         prediction = replace(
             prediction,
             tokens_will_run_out=True,
-            estimated_time_to_limit="Limit reached",
+            estimated_time_to_limit=LIMIT_REACHED,
             estimated_limit_at=now,
         )
     merged = replace(

@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from usage import shapes, store
+from usage import shapes, side_tables, store
 from usage.limits import LimitReport, apply_official
+from usage.measures import Totals, sum_totals
+from usage.pricing import NANOS_PER_USD
 from usage.projection import projector, redis_store
-from usage.shapes import Totals
+from usage.projection.batch import epoch_ms
+from usage.projection.redis_store import HostRow, ProjectRow, SessionRow
 from usage.windows import (
     CUSTOM_PLAN,
     WINDOW_LENGTH,
@@ -23,7 +26,6 @@ from usage.windows import (
 )
 
 MINUTE = 60
-HOUR = 3600
 INTERVALS = {"1min": 60, "5min": 300, "15min": 900, "1hour": 3600}
 COMPLETED_WINDOW_HISTORY = timedelta(days=30)
 
@@ -44,8 +46,8 @@ def dashboard(
 ) -> dict[str, object]:
     projector.ensure_current(user_id)
     start = now - timedelta(hours=hours)
-    (summary, models), (last_hour, _) = redis_store.sum_groups(
-        user_id, [_range_keys(start, now), _last_hour_keys(now)], with_models=True
+    (summary, models), (last_hour, _) = redis_store.sum_ranges(
+        user_id, [_minutes(start, now), _last_hour(now)], with_models=True
     )
     burn = _burn(last_hour)
     return shapes.dashboard(
@@ -66,8 +68,7 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
     first = _floor(_epoch(now - timedelta(hours=hours)), step)
     last = _floor(_epoch(now), step)
     starts = list(range(first, last + 1, step))
-    groups = [_bucket_keys(slot, slot + step) for slot in starts]
-    sums = redis_store.sum_groups(user_id, groups)
+    sums = redis_store.sum_ranges(user_id, [(slot, slot + step) for slot in starts])
     return {
         "start_time": _moment(first).isoformat(),
         "end_time": _moment(last + step).isoformat(),
@@ -81,14 +82,15 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
 
 def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, object]:
     projector.ensure_current(user_id)
-    (totals, _), (last_hour, _) = redis_store.sum_groups(user_id, [["tot"], _last_hour_keys(now)])
+    totals, _ = redis_store.totals(user_id)
+    [(last_hour, _)] = redis_store.sum_ranges(user_id, [_last_hour(now)])
     return shapes.stats(
         totals=totals,
         sessions=redis_store.session_count(user_id),
         projects=redis_store.project_count(user_id),
         rate_limit=_rate_limit(user_id, now, limits, _burn(last_hour).tokens_per_minute),
         unpriced_models=redis_store.unpriced_models(user_id),
-        hosts=[_host(fields) for fields in redis_store.hosts(user_id)],
+        hosts=[_host(row) for row in redis_store.hosts(user_id)],
     )
 
 
@@ -115,7 +117,7 @@ def _rate_limit(
 ) -> LimitReport:
     """Our estimate, replaced by Claude's own figures when the statusline sent fresh ones."""
     estimate = _estimated_rate_limit(user_id, now, limits, tokens_per_minute)
-    official = store.official_limits(user_id)
+    official = side_tables.official_limits(user_id)
     return apply_official(estimate, official, tokens_per_minute=tokens_per_minute, now=now)
 
 
@@ -126,13 +128,11 @@ def _estimated_rate_limit(
     active = window if window is not None and window.is_active(now) else None
     window_totals = Totals()
     if active is not None:
-        window_totals = redis_store.sum_groups(
-            user_id, [_range_keys(active.start, active.end, inclusive_end=True)]
-        )[0][0]
+        [(window_totals, _)] = redis_store.sum_ranges(user_id, [_minutes(active.start, active.end)])
         window_totals = _without_earlier_windows(user_id, active, window_totals)
     history = []
     if limits.plan == CUSTOM_PLAN and limits.token_limit is None:
-        history = store.completed_window_totals(
+        history = side_tables.completed_window_totals(
             user_id, limits.window_align.value, now - COMPLETED_WINDOW_HISTORY
         )
     return rate_limit_state(
@@ -157,25 +157,15 @@ def _without_earlier_windows(user_id: int, window: Window, totals: Totals) -> To
     message index has one in the first minute before the window's first message."""
     minute_start = window.start.replace(second=0, microsecond=0)
     cut = min(window.first_message_at, minute_start + timedelta(minutes=1))
-    if not redis_store.messages_between(
-        user_id, projector.epoch_ms(minute_start), projector.epoch_ms(cut)
-    ):
+    if not redis_store.messages_between(user_id, epoch_ms(minute_start), epoch_ms(cut)):
         return totals
     logged = store.events_between(user_id, minute_start, cut - timedelta(microseconds=1))
     earlier = [  # the copy of each message that the projection counts, if it lies there
-        entry.record
-        for entry in store.latest_entries(user_id, {e.record.message_id for e in logged})
-        if entry.counted and minute_start <= entry.record.timestamp < cut
+        event
+        for event in store.latest_events(user_id, {e.record.message_id for e in logged})
+        if event.counted and minute_start <= event.record.timestamp < cut
     ]
-    return Totals(
-        input_tokens=totals.input_tokens - sum(r.input_tokens for r in earlier),
-        output_tokens=totals.output_tokens - sum(r.output_tokens for r in earlier),
-        cache_creation_tokens=totals.cache_creation_tokens
-        - sum(r.cache_creation_tokens for r in earlier),
-        cache_read_tokens=totals.cache_read_tokens - sum(r.cache_read_tokens for r in earlier),
-        messages=totals.messages - len(earlier),
-        cost_nanos=totals.cost_nanos,  # not reported for the window
-    )
+    return totals.minus(sum_totals(earlier))
 
 
 def _last_window(user_id: int, align: WindowAlign) -> Window | None:
@@ -192,7 +182,7 @@ def _burn(last_hour: Totals) -> BurnRate:
     return burn_rate(
         input_output_tokens_last_hour=last_hour.input_output_tokens,
         all_tokens_last_hour=last_hour.total_tokens,
-        cost_last_hour_usd=last_hour.cost_nanos / shapes.NANOS_PER_USD,
+        cost_last_hour_usd=last_hour.cost_nanos / NANOS_PER_USD,
     )
 
 
@@ -203,8 +193,8 @@ def _named_projects(user_id: int) -> list[dict[str, object]]:
     A suffixed name skips every name already in use, including a real last component: with
     ``/a/api``, ``/b/api`` and ``/c/api-2`` a plain counter named two projects ``api-2``, and
     ``projects/api-2/`` could reach only one of them."""
-    raw = sorted(redis_store.projects(user_id), key=lambda p: (int(p.get("first", 0)), p["path"]))
-    bases = [_last_component(fields.get("path", "")) for fields in raw]
+    rows = sorted(redis_store.projects(user_id), key=lambda row: (row.first_ms or 0, row.path))
+    bases = [_last_component(row.path) for row in rows]
     named: dict[int, str] = {}
     for index, base in enumerate(bases):  # first pass: the first path of each base keeps it
         if base not in named.values():
@@ -218,7 +208,7 @@ def _named_projects(user_id: int) -> list[dict[str, object]]:
             suffix += 1
         named[index] = f"{base}-{suffix}"
         taken.add(named[index])
-    return [_project(fields, named[index]) for index, fields in enumerate(raw)]
+    return [_project(row, named[index]) for index, row in enumerate(rows)]
 
 
 def _find_project(user_id: int, name: str) -> dict[str, object]:
@@ -230,21 +220,21 @@ def _find_project(user_id: int, name: str) -> dict[str, object]:
 
 
 def _sessions(user_id: int, project: dict[str, object]) -> list[dict[str, object]]:
-    found = [_session(fields) for fields in redis_store.sessions(user_id, str(project["id"]))]
-    return sorted(found, key=lambda s: str(s["last_activity"]), reverse=True)
+    rows = redis_store.sessions(user_id, int(str(project["id"])))
+    return [_session(row) for row in sorted(rows, key=lambda r: r.last_ms or 0, reverse=True)]
 
 
-def _project(fields: dict[str, str], name: str) -> dict[str, object]:
-    totals = _totals_from_fields(fields)
+def _project(row: ProjectRow, name: str) -> dict[str, object]:
+    totals = row.totals
     return {
-        "id": int(fields["id"]),
+        "id": row.project_id,
         "name": name,
-        "path": fields.get("path", ""),
+        "path": row.path,
         "total_tokens": totals.total_tokens,
-        "total_sessions": int(fields.get("sessions", 0)),
+        "total_sessions": row.sessions,
         "total_cost": shapes.usd(totals.cost_nanos),
-        "created_at": _iso_ms(fields.get("first")),
-        "updated_at": _iso_ms(fields.get("last")),
+        "created_at": _iso_ms(row.first_ms),
+        "updated_at": _iso_ms(row.last_ms),
         "total_messages": totals.messages,
         "input_tokens": totals.input_tokens,
         "output_tokens": totals.output_tokens,
@@ -253,10 +243,10 @@ def _project(fields: dict[str, str], name: str) -> dict[str, object]:
     }
 
 
-def _session(fields: dict[str, str]) -> dict[str, object]:
-    totals = _totals_from_fields(fields)
+def _session(row: SessionRow) -> dict[str, object]:
+    totals = row.totals
     return {
-        "session_id": fields.get("session", ""),
+        "session_id": row.session_id,
         "total_tokens": totals.total_tokens,
         "input_tokens": totals.input_tokens,
         "output_tokens": totals.output_tokens,
@@ -264,52 +254,31 @@ def _session(fields: dict[str, str]) -> dict[str, object]:
         "cache_read_tokens": totals.cache_read_tokens,
         "total_messages": totals.messages,
         "total_cost": shapes.usd(totals.cost_nanos),
-        "first_activity": _iso_ms(fields.get("first")),
-        "last_activity": _iso_ms(fields.get("last")),
+        "first_activity": _iso_ms(row.first_ms),
+        "last_activity": _iso_ms(row.last_ms),
     }
 
 
-def _host(fields: dict[str, str]) -> dict[str, object]:
-    totals = _totals_from_fields(fields)
+def _host(row: HostRow) -> dict[str, object]:
+    totals = row.totals
     return {
-        "host": fields["host"],
+        "host": row.host,
         "total_tokens": totals.total_tokens,
         "total_messages": totals.messages,
         "total_cost_usd": shapes.usd(totals.cost_nanos),
-        "last_seen": _iso_ms(fields.get("last")),
+        "last_seen": _iso_ms(row.last_ms),
     }
 
 
-def _totals_from_fields(fields: dict[str, str]) -> Totals:
-    return Totals(*(int(fields.get(name, 0)) for name in redis_store.SUM_FIELDS))
+def _minutes(start: datetime, end: datetime) -> tuple[int, int]:
+    """The whole minutes from ``start``'s to ``end``'s (inclusive), in epoch seconds."""
+    return _floor(_epoch(start), MINUTE), _floor(_epoch(end), MINUTE) + MINUTE
 
 
-def _range_keys(start: datetime, end: datetime, *, inclusive_end: bool = True) -> list[str]:
-    """Bucket keys covering the minutes from ``start``'s to ``end``'s (inclusive)."""
-    first = _floor(_epoch(start), MINUTE)
-    last = _floor(_epoch(end), MINUTE) + (MINUTE if inclusive_end else 0)
-    return _bucket_keys(first, last)
-
-
-def _last_hour_keys(now: datetime) -> list[str]:
-    """The 60 minute buckets ending with the current (partial) one: the burn-rate hour."""
+def _last_hour(now: datetime) -> tuple[int, int]:
+    """The 60 minutes ending with the current (partial) one: the burn-rate hour."""
     current = _floor(_epoch(now), MINUTE)
-    return _bucket_keys(current - 59 * MINUTE, current + MINUTE)
-
-
-def _bucket_keys(start: int, end: int) -> list[str]:
-    """Keys for [start, end) in epoch seconds (minute-aligned): whole hours from the hourly
-    rollups, the ragged edges from minute buckets."""
-    keys = []
-    moment = start
-    while moment < end:
-        if moment % HOUR == 0 and moment + HOUR <= end:
-            keys.append(f"h:{moment}")
-            moment += HOUR
-        else:
-            keys.append(f"m:{moment}")
-            moment += MINUTE
-    return keys
+    return current - 59 * MINUTE, current + MINUTE
 
 
 def _last_component(path: str) -> str:
@@ -333,8 +302,8 @@ def _moment_ms(milliseconds: int) -> datetime:
     return datetime.fromtimestamp(0, tz=UTC) + timedelta(milliseconds=milliseconds)
 
 
-def _iso_ms(value: str | None) -> str | None:
-    return None if not value else _moment_ms(int(float(value))).isoformat()
+def _iso_ms(value: int | None) -> str | None:
+    return None if value is None else _moment_ms(value).isoformat()
 
 
 def dashboard_with_position(

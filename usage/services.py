@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 
-from usage import store, wire
+from usage import completed_windows, side_tables, store, wire
+from usage.completed_windows import Progress
 from usage.dedupe import Decision, decide
 from usage.events import EventKind, InvalidRecord, UsageEvent, UsageRecord
 from usage.limits import OfficialLimits
@@ -83,16 +84,48 @@ def ingest_records(
 
 def prune_events(*, now: datetime) -> dict[int, int]:
     """Retention: delete events older than ``USAGE_RETENTION_HOURS`` and rebuild the
-    projections of the users who lost some. Nothing younger than the horizon is touched."""
+    projections of the users who lost some. Nothing younger than the horizon is touched.
+    (The periodic worker records the completed windows first.)"""
     cutoff = retention_cutoff(now)
     if cutoff is None:
         return {}
-    projector.record_completed_windows(now=now)
     deleted = store.delete_older_than(cutoff)
     for user_id in deleted:
-        projector.rebuild_user(user_id)
-    store.delete_completed_windows_before(now - timedelta(days=30))
+        try:
+            projector.rebuild_user(user_id)
+        except Exception:  # a projection is rebuilt from the log by any later catch-up
+            log.exception("rebuild after retention failed for user %s", user_id)
     return deleted
+
+
+def record_completed_windows(*, now: datetime, since: Progress) -> Progress:
+    """Keep the totals of the 5-hour windows that ended or changed since ``since`` (the
+    previous call's answer; a fresh ``Progress()`` looks at every user)."""
+    return completed_windows.record(now=now, since=since, frozen_before=retention_cutoff(now))
+
+
+def run_periodic_jobs(*, now: datetime, since: Progress) -> Progress:
+    """One tick of the worker: catch every projection up to the log (repairs a crash between
+    an ingest's commit and its projection), record completed windows, then apply retention
+    (after: a window's events must still be there when it is recorded). A job that fails is
+    logged; the others still run."""
+    progress = since
+    try:
+        projector.catch_up_all()
+    except Exception:
+        log.exception("projection catch-up failed; retrying next tick")
+    try:
+        progress = record_completed_windows(now=now, since=since)
+    except Exception:
+        log.exception("recording completed windows failed; retrying next tick")
+    try:
+        pruned = prune_events(now=now)
+    except Exception:
+        log.exception("retention failed; retrying next tick")
+    else:
+        if pruned:
+            log.info("retention pruned %s events", sum(pruned.values()))
+    return progress
 
 
 def retention_cutoff(now: datetime) -> datetime | None:
@@ -156,7 +189,7 @@ def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
 
 def record_official_limits(*, user_id: int, limits: OfficialLimits) -> bool:
     """Keep Claude's latest rate-limit reading and tell the user's dashboards."""
-    saved = store.save_official_limits(user_id, limits)
+    saved = side_tables.save_official_limits(user_id, limits)
     if saved:
         transaction.on_commit(lambda: projector.after_limits_changed(user_id))
     return saved

@@ -7,39 +7,14 @@ dashboard reads the same fields whichever way it subscribes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from usage.limits import LimitReading, LimitReport
+from usage.measures import Totals
+from usage.pricing import NANOS_PER_USD, SYNTHETIC_MODEL
 from usage.windows import BurnRate, RateLimitState
 
-NANOS_PER_USD = 1_000_000_000
-SYNTHETIC_MODEL = "<synthetic>"
 NO_ACTIVE_WINDOW = "No active window"
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cache_read_tokens: int = 0
-    messages: int = 0
-    cost_nanos: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_tokens
-            + self.cache_read_tokens
-        )
-
-    @property
-    def input_output_tokens(self) -> int:
-        """What plan limits count."""
-        return self.input_tokens + self.output_tokens
 
 
 def usd(cost_nanos: int) -> float:

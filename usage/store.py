@@ -1,10 +1,10 @@
-"""The event log: append, read after a position, prune. No update; no other delete.
+"""The event log: append, read after a position, retention delete. Nothing else writes it.
 
 Appends are serialised. An auto-increment id alone is not a safe cursor: a transaction that
 took id 7 can commit after one that took id 8, and a reader that saw 8 would skip 7 forever.
 Holding an exclusive lock on the table from before the ids are drawn until commit makes id
 order equal commit order. On SQLite the IMMEDIATE transaction's database write lock does the
-same.
+same. Database triggers refuse UPDATE; the only DELETE is retention's.
 """
 
 from __future__ import annotations
@@ -14,47 +14,79 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from django.db import connection, transaction
+from django.db.models import Min
 
 from usage.dedupe import Entry
-from usage.events import EventKind, UsageEvent, UsageRecord
-from usage.limits import LimitReading, OfficialLimits
-from usage.models import CompletedWindow, LoggedEvent, OfficialLimit
+from usage.events import EventKind, UsageEvent, UsageRecord, newest_revisions
+from usage.models import LoggedEvent
 
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger(__name__)
 
-# Each column the ingest writes, with its PostgreSQL type for the binary COPY (as the
-# migrations create them; a mismatch fails every PostgreSQL ingest test at once).
-_INSERT_TYPES = (
-    ("user_id", "int4"),
-    ("kind", "varchar"),
-    ("schema_version", "int2"),
-    ("revision", "int4"),
-    ("message_id", "varchar"),
-    ("request_id", "varchar"),
-    ("occurred_at", "timestamptz"),
-    ("recorded_at", "timestamptz"),
-    ("model", "varchar"),
-    ("input_tokens", "int8"),
-    ("output_tokens", "int8"),
-    ("cache_creation_5m_tokens", "int8"),
-    ("cache_creation_1h_tokens", "int8"),
-    ("cache_read_tokens", "int8"),
-    ("cost_nanos", "int8"),
-    ("priced", "bool"),
-    ("session_id", "varchar"),
-    ("project_path", "varchar"),
-    ("is_sidechain", "bool"),
-    ("host", "varchar"),
+
+class Column(NamedTuple):
+    name: str  # in the usage_event table
+    pg_type: str  # for the binary COPY, as the migrations create it
+    source: str  # the UsageEvent attribute it holds (dotted for the record's)
+
+
+# Every column but the position, once. The record's columns follow UsageRecord's fields in
+# order, so that a row read back gives the record as one slice. A column type that
+# disagrees with the migrations fails every PostgreSQL ingest test at once.
+COLUMNS = (
+    Column("kind", "varchar", "kind"),
+    Column("user_id", "int4", "user_id"),
+    Column("revision", "int4", "revision"),
+    Column("message_id", "varchar", "record.message_id"),
+    Column("request_id", "varchar", "record.request_id"),
+    Column("occurred_at", "timestamptz", "record.timestamp"),
+    Column("model", "varchar", "record.model"),
+    Column("input_tokens", "int8", "record.input_tokens"),
+    Column("output_tokens", "int8", "record.output_tokens"),
+    Column("cache_creation_5m_tokens", "int8", "record.cache_creation_5m_tokens"),
+    Column("cache_creation_1h_tokens", "int8", "record.cache_creation_1h_tokens"),
+    Column("cache_read_tokens", "int8", "record.cache_read_tokens"),
+    Column("session_id", "varchar", "record.session_id"),
+    Column("project_path", "varchar", "record.project_path"),
+    Column("is_sidechain", "bool", "record.is_sidechain"),
+    Column("host", "varchar", "record.host"),
+    Column("cost_nanos", "int8", "cost_nanos"),
+    Column("priced", "bool", "priced"),
+    Column("recorded_at", "timestamptz", "recorded_at"),
+    Column("schema_version", "int2", "schema_version"),
 )
-_INSERT_COLUMNS = tuple(column for column, _ in _INSERT_TYPES)
-_READ_FIELDS = ("position", *_INSERT_COLUMNS)
+_INSERT_COLUMNS = tuple(column.name for column in COLUMNS)
+_READ_FIELDS = (*_INSERT_COLUMNS, "position")
+# A row read back is the columns, then the position.
+_RECORD = slice(
+    [column.source for column in COLUMNS].index("record." + UsageRecord._fields[0]),
+    [column.source for column in COLUMNS].index("record." + UsageRecord._fields[-1]) + 1,
+)
+_KIND = UsageEvent._fields.index("kind")
+_POSITION = UsageEvent._fields.index("position")
+_row_values = attrgetter(*(column.source for column in COLUMNS))
+_TIMES = tuple(index for index, column in enumerate(COLUMNS) if column.pg_type == "timestamptz")
+
+
+def _check_columns() -> None:
+    """The table above must follow UsageEvent's and UsageRecord's fields in order."""
+    sources = [column.source for column in COLUMNS]
+    fields = [*sources[: _RECORD.start], "record", *sources[_RECORD.stop :]]
+    fields.insert(_POSITION, "position")
+    if fields != list(UsageEvent._fields) or sources[_RECORD] != [
+        f"record.{name}" for name in UsageRecord._fields
+    ]:
+        raise ImportError("usage.store.COLUMNS must follow UsageEvent's and UsageRecord's fields")
+
+
+_check_columns()
 
 
 @contextmanager
@@ -69,14 +101,13 @@ def appending() -> Iterator[None]:
 
 
 def latest_entries(user_id: int, message_ids: Iterable[str]) -> list[Entry]:
+    """What the dedupe needs of ``latest_events``."""
+    return [_entry(event) for event in latest_events(user_id, message_ids)]
+
+
+def latest_events(user_id: int, message_ids: Iterable[str]) -> list[UsageEvent]:
     """The newest revision of every logged (message id, request id) among ``message_ids``."""
-    latest: dict[tuple[str, str], UsageEvent] = {}
-    ids = sorted(set(message_ids))
-    for event in _logged_with_message_ids(user_id, ids):
-        key = (event.record.message_id, event.record.request_id)
-        if key not in latest or latest[key].revision < event.revision:
-            latest[key] = event
-    return [_entry(event) for event in latest.values()]
+    return newest_revisions(_logged_with_message_ids(user_id, sorted(set(message_ids))))
 
 
 def _logged_with_message_ids(user_id: int, ids: list[str]) -> list[UsageEvent]:
@@ -123,7 +154,7 @@ class Pending(NamedTuple):
     """An event ready to append: the event and its row, built before the append lock."""
 
     event: UsageEvent
-    row: tuple[object, ...]
+    row: Sequence[object]
 
 
 def prepare(events: Iterable[UsageEvent]) -> list[Pending]:
@@ -167,7 +198,7 @@ def positioned(pending: Sequence[Pending], positions: Sequence[int]) -> list[Usa
 _TABLE = LoggedEvent._meta.db_table
 
 
-def _append_postgresql(rows: list[tuple[object, ...]]) -> list[int]:
+def _append_postgresql(rows: list[Sequence[object]]) -> list[int]:
     """Binary COPY on Django's connection (same transaction): the fastest way into
     PostgreSQL. The binary format spares psycopg the text formatting of every value: 12.6
     against 7.5 ms of worker CPU per 1,000-record insert (BENCHMARKS.md, section 1). Under
@@ -181,7 +212,7 @@ def _append_postgresql(rows: list[tuple[object, ...]]) -> list[int]:
         before = cursor.fetchone()[0]  # type: ignore[index]
         columns = ", ".join(_INSERT_COLUMNS)
         with cursor.copy(f"COPY {_TABLE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([pg_type for _, pg_type in _INSERT_TYPES])
+            copy.set_types([column.pg_type for column in COLUMNS])
             for row in rows:
                 copy.write_row(row)
         # The LIMIT makes the planner walk the primary key from ``before``; without it, on
@@ -246,30 +277,11 @@ def _insert_sql() -> str:
     return f"INSERT INTO {_TABLE} ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})"
 
 
-def _values(event: UsageEvent, db_time: Callable[[datetime], object]) -> tuple[object, ...]:
-    record = event.record
-    return (
-        event.user_id,
-        event.kind.value,
-        event.schema_version,
-        event.revision,
-        record.message_id,
-        record.request_id,
-        db_time(record.timestamp),
-        db_time(event.recorded_at),
-        record.model,
-        record.input_tokens,
-        record.output_tokens,
-        record.cache_creation_5m_tokens,
-        record.cache_creation_1h_tokens,
-        record.cache_read_tokens,
-        event.cost_nanos,
-        event.priced,
-        record.session_id,
-        record.project_path,
-        record.is_sidechain,
-        record.host,
-    )
+def _values(event: UsageEvent, db_time: Callable[[datetime], object]) -> Sequence[object]:
+    values = list(_row_values(event))
+    for index in _TIMES:
+        values[index] = db_time(values[index])
+    return values
 
 
 def events_after(user_id: int, position: int, *, limit: int = 5000) -> list[UsageEvent]:
@@ -314,6 +326,25 @@ def user_ids_with_events() -> list[int]:
     return list(LoggedEvent.objects.values_list("user_id", flat=True).distinct().order_by())
 
 
+def head_position() -> int:
+    """The log's last position (0 while it is empty)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COALESCE(MAX(position), 0) FROM {_TABLE}")
+        return int(cursor.fetchone()[0])
+
+
+def earliest_times_after(position: int) -> dict[int, datetime]:
+    """Per user with events after ``position``: the earliest time those events happened."""
+    rows = LoggedEvent.objects.filter(position__gt=position).values("user_id")
+    return dict(rows.annotate(earliest=Min("occurred_at")).values_list("user_id", "earliest"))
+
+
+def user_ids_with_events_since(moment: datetime) -> list[int]:
+    """Users with an event that happened after ``moment``."""
+    rows = LoggedEvent.objects.filter(occurred_at__gt=moment).values_list("user_id", flat=True)
+    return list(rows.distinct().order_by())
+
+
 def delete_older_than(cutoff: datetime) -> dict[int, int]:
     """Retention: delete events that happened before ``cutoff``. Returns deleted counts by
     user. Takes the append lock so that no reader sees a half-pruned log."""
@@ -334,98 +365,16 @@ def events_between(user_id: int, start: datetime, end: datetime) -> list[UsageEv
     return _events(rows.values_list(*_READ_FIELDS))
 
 
-def save_completed_window(
-    *, user_id: int, align: str, start: datetime, end: datetime, totals: dict[str, int]
-) -> None:
-    CompletedWindow.objects.update_or_create(
-        user_id=user_id, align=align, start=start, defaults={"end": end, **totals}
-    )
-
-
-def completed_window_totals(user_id: int, align: str, since: datetime) -> list[int]:
-    rows = CompletedWindow.objects.filter(user_id=user_id, align=align, start__gte=since)
-    return list(rows.values_list("input_output_tokens", flat=True))
-
-
-def delete_completed_windows_before(cutoff: datetime) -> int:
-    deleted, _ = CompletedWindow.objects.filter(start__lt=cutoff).delete()
-    return deleted
-
-
-def _events(rows: Iterable[tuple[object, ...]]) -> list[UsageEvent]:
+def _events(rows: Iterable[Sequence[Any]]) -> list[UsageEvent]:
     return [_event(row) for row in rows]
 
 
-def _event(row: tuple) -> UsageEvent:  # type: ignore[type-arg]
-    (position, user_id, kind, schema_version, revision, message_id, request_id, occurred_at,
-     recorded_at, model, input_tokens, output_tokens, cache_5m, cache_1h, cache_read,
-     cost_nanos, priced, session_id, project_path, is_sidechain, host) = row  # fmt: skip
-    record = UsageRecord(
-        message_id=message_id,
-        request_id=request_id,
-        timestamp=occurred_at,
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_creation_5m_tokens=cache_5m,
-        cache_creation_1h_tokens=cache_1h,
-        cache_read_tokens=cache_read,
-        session_id=session_id,
-        project_path=project_path,
-        is_sidechain=is_sidechain,
-        host=host,
-    )
-    return UsageEvent(
-        kind=EventKind(kind),
-        user_id=user_id,
-        revision=revision,
-        record=record,
-        cost_nanos=cost_nanos,
-        priced=priced,
-        recorded_at=recorded_at,
-        position=position,
-        schema_version=schema_version,
-    )
+def _event(row: Sequence[Any]) -> UsageEvent:
+    fields = [*row[: _RECORD.start], UsageRecord._make(row[_RECORD]), *row[_RECORD.stop : -1]]
+    fields.insert(_POSITION, row[-1])
+    fields[_KIND] = EventKind(fields[_KIND])
+    return UsageEvent._make(fields)
 
 
 def _entry(event: UsageEvent) -> Entry:
     return Entry(record=event.record, revision=event.revision, counted=event.counted)
-
-
-def save_official_limits(user_id: int, limits: OfficialLimits) -> bool:
-    """Keep the newest reading; an older one arriving late is ignored. True when saved."""
-    with transaction.atomic():
-        current = OfficialLimit.objects.select_for_update().filter(user_id=user_id).first()
-        if current is not None and current.observed_at > limits.observed_at:
-            return False
-        five, seven = limits.five_hour, limits.seven_day
-        OfficialLimit.objects.update_or_create(
-            user_id=user_id,
-            defaults={
-                "five_hour_used_percentage": five.used_percentage if five else None,
-                "five_hour_resets_at": five.resets_at if five else None,
-                "seven_day_used_percentage": seven.used_percentage if seven else None,
-                "seven_day_resets_at": seven.resets_at if seven else None,
-                "observed_at": limits.observed_at,
-                "host": limits.host,
-            },
-        )
-    return True
-
-
-def official_limits(user_id: int) -> OfficialLimits | None:
-    row = OfficialLimit.objects.filter(user_id=user_id).first()
-    if row is None:
-        return None
-    return OfficialLimits(
-        five_hour=_reading(row.five_hour_used_percentage, row.five_hour_resets_at),
-        seven_day=_reading(row.seven_day_used_percentage, row.seven_day_resets_at),
-        observed_at=row.observed_at,
-        host=row.host,
-    )
-
-
-def _reading(used: float | None, resets_at: datetime | None) -> LimitReading | None:
-    if used is None or resets_at is None:
-        return None
-    return LimitReading(used_percentage=used, resets_at=resets_at)

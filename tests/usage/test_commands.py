@@ -21,9 +21,10 @@ from rest_framework.authtoken.models import Token
 
 from tests.usage.projection_dump import dump_projection
 from usage import services, store
+from usage.measures import Totals
 from usage.models import CompletedWindow, LoggedEvent
-from usage.projection import projector, redis_store
-from usage.projection.redis_store import Contribution
+from usage.projection import redis_store
+from usage.projection.batch import Contribution, Owner, epoch_ms
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SONNET = "claude-sonnet-4-5-20250929"
@@ -118,19 +119,13 @@ def test_create_token_from_the_shell_writes_nothing_else_to_stdout(tmp_path: Pat
 def a_contribution() -> Contribution:
     return Contribution(
         sign=1,
-        timestamp_ms=projector.epoch_ms(datetime(2025, 10, 5, 21, 0, tzinfo=UTC)),
+        timestamp_ms=epoch_ms(datetime(2025, 10, 5, 21, 0, tzinfo=UTC)),
         model=SONNET,
-        input_tokens=1,
-        output_tokens=1,
-        cache_creation_tokens=0,
-        cache_read_tokens=0,
-        messages=1,
-        cost_nanos=18_000,
-        session_id="gone",
-        project_path="/gone",
-        member="gone|gone",
+        values=Totals(input_tokens=1, output_tokens=1, messages=1, cost_nanos=18_000),
+        message_id="gone",
+        request_id="gone",
+        owner=Owner(project_path="/gone", session_id="gone", host="laptop"),
         unpriced=False,
-        host="laptop",
     )
 
 

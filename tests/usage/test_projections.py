@@ -27,8 +27,9 @@ from tests.usage.projection_dump import dump_projection
 from tests.usage.test_store import run_concurrently, waiting_for_locks
 from usage import services, store
 from usage.events import UsageEvent
+from usage.measures import Totals
 from usage.projection import projector, redis_store
-from usage.projection.redis_store import Contribution
+from usage.projection.batch import Contribution, Owner, epoch_ms
 
 NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
 START = NOW - timedelta(hours=10)
@@ -166,7 +167,7 @@ def counted_spans_in_log(user_id: int) -> dict[str, tuple[str, str]]:
         if not event.counted:
             continue
         record = event.record
-        at = projector.epoch_ms(record.timestamp)
+        at = epoch_ms(record.timestamp)
         session = redis_store._short_id(record.project_path + "\0" + record.session_id)
         for key in (
             f"p:{redis_store.project_id(record.project_path)}",
@@ -236,19 +237,13 @@ def a_contribution() -> Contribution:
     """What one new message (10 input and 20 output tokens of Sonnet) adds."""
     return Contribution(
         sign=1,
-        timestamp_ms=projector.epoch_ms(NOW),
+        timestamp_ms=epoch_ms(NOW),
         model=SONNET,
-        input_tokens=10,
-        output_tokens=20,
-        cache_creation_tokens=0,
-        cache_read_tokens=0,
-        messages=1,
-        cost_nanos=330_000,
-        session_id="session-a",
-        project_path="/home/alice/api",
-        member="msg_new|req_new",
+        values=Totals(input_tokens=10, output_tokens=20, messages=1, cost_nanos=330_000),
+        message_id="msg_new",
+        request_id="req_new",
+        owner=Owner(project_path="/home/alice/api", session_id="session-a", host="laptop"),
         unpriced=False,
-        host="laptop",
     )
 
 

@@ -12,8 +12,9 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tests.conftest import SAMPLES, Clock, sample_lines
+from usage import services
+from usage.completed_windows import Progress
 from usage.models import CompletedWindow
-from usage.projection import projector
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -104,7 +105,7 @@ def test_the_sample_five_hour_blocks_equal_ccusage(api: APIClient, clock: Clock,
     counts = last["tokenCounts"]
     assert rate_limit["limit_tokens_used"] == counts["inputTokens"] + counts["outputTokens"]
 
-    projector.record_completed_windows(now=clock.now)
+    services.record_completed_windows(now=clock.now, since=Progress())
     first = blocks[0]
     window = CompletedWindow.objects.get(user=user, align="hour")
     assert window.start.isoformat() == _iso(first["startTime"])

@@ -1,4 +1,4 @@
-"""Moves events from the log into the Redis read models: ``catch_up`` from the checkpoint.
+"""Keeps the Redis projections following the log: ``catch_up`` from the checkpoint, rebuilds.
 
 The log is the truth. After every ingest commit the writer catches the user up; if that
 fails (Redis down, process killed), the next catch-up, by the worker, a read, or
@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 
 from usage import notify, store
 from usage.events import EventKind, UsageEvent
 from usage.projection import redis_store
-from usage.projection.redis_store import Contribution
-from usage.windows import WindowAlign, split_into_windows
+from usage.projection.batch import Contribution, contribution
 
 log = logging.getLogger(__name__)
 
 CATCH_UP_BATCH = 5000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-COMPLETED_WINDOW_DAYS = 30
 
 
 def after_commit(user_id: int, events: Sequence[UsageEvent] = (), *, after: int = -1) -> None:
@@ -104,63 +100,23 @@ def rebuild_user(user_id: int, *, earlier_layouts: bool = False) -> int:
 def rebuild_all() -> dict[int, int]:
     """Rebuild every projection from the log (``manage.py rebuild_projections``).
 
-    User by user, each under its rebuild lock, not one ``drop_all``: on a live server a
-    read that found a checkpoint already deleted would start rebuilding that user while the
-    bulk delete, working from its earlier scan, still removed keys the read had just built.
+    User by user, each under its rebuild lock, not one bulk delete: on a live server a read
+    that found a checkpoint already deleted would start rebuilding that user while the bulk
+    delete, working from its earlier scan, still removed keys the read had just built.
     Users with a projection but no events left get an empty one."""
     user_ids = set(store.user_ids_with_events()) | set(redis_store.projected_user_ids())
     return {user_id: rebuild_user(user_id, earlier_layouts=True) for user_id in sorted(user_ids)}
 
 
 def catch_up_all() -> dict[int, int]:
-    return {user_id: catch_up(user_id) for user_id in store.user_ids_with_events()}
-
-
-def record_completed_windows(*, now: datetime) -> int:
-    """Keep the totals of every finished 5-hour window in the database (30 days), so that
-    the "custom" plan can learn a limit after retention prunes the events."""
-    saved = 0
-    since = now - timedelta(days=COMPLETED_WINDOW_DAYS)
+    """Catch every user up; one user's failure is logged and does not stop the others."""
+    caught_up = {}
     for user_id in store.user_ids_with_events():
-        saved += _save_windows(user_id, store.events_between(user_id, since, now), now)
-    return saved
-
-
-def _save_windows(user_id: int, events: list[UsageEvent], now: datetime) -> int:
-    latest = _latest_revisions(events)
-    saved = 0
-    for align in WindowAlign:
-        for window in split_into_windows([e.record.timestamp for e in latest], align):
-            if window.is_active(now) or window.end > now:
-                continue
-            inside = [e for e in latest if window.start <= e.record.timestamp <= window.end]
-            store.save_completed_window(
-                user_id=user_id,
-                align=align.value,
-                start=window.start,
-                end=window.end,
-                totals=_window_totals(inside),
-            )
-            saved += 1
-    return saved
-
-
-def _latest_revisions(events: list[UsageEvent]) -> list[UsageEvent]:
-    latest: dict[tuple[str, str], UsageEvent] = {}
-    for event in events:
-        key = (event.record.message_id, event.record.request_id)
-        if key not in latest or latest[key].revision < event.revision:
-            latest[key] = event
-    return [e for e in latest.values() if e.counted]
-
-
-def _window_totals(events: list[UsageEvent]) -> dict[str, int]:
-    return {
-        "input_output_tokens": sum(e.record.input_tokens + e.record.output_tokens for e in events),
-        "total_tokens": sum(e.record.total_tokens for e in events),
-        "cost_nanos": sum(e.cost_nanos for e in events),
-        "messages": len(events),
-    }
+        try:
+            caught_up[user_id] = catch_up(user_id)
+        except Exception:
+            log.exception("catch-up failed for user %s; will retry next tick", user_id)
+    return caught_up
 
 
 def _contributions(
@@ -178,34 +134,9 @@ def _contributions(
             key = (event.record.message_id, event.record.request_id, event.revision - 1)
             replaced = in_batch.get(key) or previous.get(key)
             if replaced is not None and replaced.counted:
-                changes.append(_contribution(replaced, sign=-1))
+                changes.append(contribution(replaced, sign=-1))
         if event.kind is not EventKind.RETRACTED:
-            changes.append(_contribution(event, sign=1))
+            changes.append(contribution(event, sign=1))
         assert event.position is not None
         out.append((event.position, changes))
     return out
-
-
-def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch, in integers (float seconds * 1000 can round down)."""
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def _contribution(event: UsageEvent, *, sign: int) -> Contribution:
-    record = event.record
-    return Contribution(
-        sign=sign,
-        timestamp_ms=epoch_ms(record.timestamp),
-        model=record.model,
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cache_creation_tokens=record.cache_creation_tokens,
-        cache_read_tokens=record.cache_read_tokens,
-        messages=1,
-        cost_nanos=event.cost_nanos,
-        session_id=record.session_id,
-        project_path=record.project_path,
-        member=f"{record.message_id}|{record.request_id}",
-        unpriced=not event.priced,
-        host=record.host,
-    )

@@ -1,4 +1,4 @@
-"""Redis read models and their checkpoint. The only module that talks to Redis.
+"""The projection store: the only module that talks to Redis and knows its keys.
 
 Layout, per user (the ``{u:ID}`` hash tag keeps a user's keys in one Redis Cluster slot,
 which the Lua scripts need):
@@ -14,15 +14,14 @@ which the Lua scripts need):
     PREFIX:v2:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
     PREFIX:v2:{u:ID}:unpriced        model -> events that had no price
 
-Bucket fields: ``i`` ``o`` ``cc`` ``cr`` (the four token types), ``n`` (messages), ``c``
-(cost, nanodollars), and the same per model as ``FIELD|MODEL``. Project, session and host
-hashes also hold ``first`` and ``last``: the earliest and latest timestamp (ms) of their
-counted messages, whatever order the copies arrived in (v1 only ever widened them, so a copy
-later revised or retracted could leave its time behind).
+Bucket fields: one per measure (``usage.measures.FIELDS``), and the same per model as
+``FIELD|MODEL``. Project, session and host hashes hold the measures too, and ``first`` and
+``last``: the earliest and latest timestamp (ms) of their counted messages, whatever order
+the copies arrived in.
 
-Every change is applied by one Lua script that also moves the checkpoint, so a read never
-sees an event half applied, and an event at or below the checkpoint is skipped (applying
-twice is a no-op).
+Every change is applied by one Lua script (``lua/apply.lua``) that also moves the
+checkpoint, so a read never sees an event half applied, and an event at or below the
+checkpoint is skipped (applying twice is a no-op).
 """
 
 from __future__ import annotations
@@ -31,233 +30,63 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from operator import add
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 import redis
 from django.conf import settings
 
-from usage.shapes import Totals as Bucket  # a bucket holds the same six sums
+from usage.measures import FIELDS, MESSAGES_FIELD, Totals
+from usage.projection.batch import (
+    HOUR,
+    MINUTE,
+    TOTAL,
+    TOTAL_BUCKET,
+    Batch,
+    Bucket,
+    Contribution,
+    Owner,
+    aggregate,
+)
 
 LAYOUT_VERSION = "v2"
 # Earlier layouts: their keys are deleted when a user's projection is built afresh.
 OLD_LAYOUT_VERSIONS = ("v1",)
-TOKEN_FIELDS = ("i", "o", "cc", "cr")
-SUM_FIELDS = (*TOKEN_FIELDS, "n", "c")
 # Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
 # arguments go in chunks of this many.
 UNPACK_LIMIT = 1000
 REBUILD_LOCK_SECONDS = 60  # dropping and resetting takes milliseconds; this bounds a crash
-
-# Applies one batch: all of a user's events in (after, last], pre-aggregated in Python into
-# increments and set/index changes. All or nothing: the checkpoint must still be ``after``
-# (else another writer got there first, and the caller re-reads from the checkpoint).
-# Hashes are never deleted, only taken out of their index set while empty, so the result
-# does not depend on how the log was split into batches.
-_APPLY = """
-local prefix = KEYS[1]
-local batch = cjson.decode(ARGV[1])
-local stored = redis.call('GET', prefix .. 'cp')
--- No checkpoint: the projection is lost or being dropped for a rebuild. Writing now would
--- leave keys that the rebuild then adds to a second time; the caller re-reads instead.
-if not stored then return {-1, -1} end
-local checkpoint = tonumber(stored)
-if checkpoint >= batch.last then return {0, checkpoint} end
-if checkpoint ~= batch.after then return {-1, checkpoint} end
-for _, op in ipairs(batch.incr) do
-  -- op: {key, {field, amount, field, amount, ...}}, no amount zero.
-  local key, changes = prefix .. op[1], op[2]
-  if redis.call('EXISTS', key) == 0 then
-    -- A new hash (most minute buckets of a backfill): one HSET instead of an HINCRBY per
-    -- field; the same hash either way.
-    redis.call('HSET', key, unpack(changes))
-  else
-    for i = 1, #changes, 2 do
-      -- A field back at zero is removed, so that "+1 then -1" over two batches leaves the
-      -- same hash as both in one batch (where they cancel before reaching Redis).
-      if redis.call('HINCRBY', key, changes[i], changes[i + 1]) == 0 then
-        redis.call('HDEL', key, changes[i])
-      end
-    end
-  end
-end
--- Chunks of score/member pairs, one ZADD or ZREM each.
-for _, chunk in ipairs(batch.zadd) do
-  redis.call('ZADD', prefix .. 'ts', unpack(chunk))
-end
-for _, chunk in ipairs(batch.zrem) do
-  redis.call('ZREM', prefix .. 'ts', unpack(chunk))
-end
-for _, op in ipairs(batch.hset) do
-  redis.call('HSET', prefix .. op[1], op[2], op[3])
-end
-for _, op in ipairs(batch.widen) do
-  local key = prefix .. op[1]
-  local first = tonumber(redis.call('HGET', key, 'first') or '0')
-  if first == 0 or op[2] < first then redis.call('HSET', key, 'first', op[2]) end
-  local last = tonumber(redis.call('HGET', key, 'last') or '0')
-  if op[3] > last then redis.call('HSET', key, 'last', op[3]) end
-end
--- A withdrawn copy (revised or retracted) that was an owner's first or last: the owner's
--- nearest remaining message in the timestamp index takes its place, found by its tag
--- (members end in |PID|SID|HOSTID). An owner left without messages keeps neither.
-local function tag_of(member, which)
-  local tags = {string.match(member, '|([^|]*)|([^|]*)|([^|]*)$')}
-  return tags[which]
-end
--- Walks by rank, 256 members at a time: linear in the distance walked (LIMIT's offset
--- would make it quadratic).
-local function nearest(which, tag, from, upward)
-  local index = prefix .. 'ts'
-  local edge
-  if upward then
-    edge = redis.call('ZRANGEBYSCORE', index, from, '+inf', 'LIMIT', 0, 1)
-  else
-    edge = redis.call('ZREVRANGEBYSCORE', index, from, '-inf', 'LIMIT', 0, 1)
-  end
-  if #edge == 0 then return nil end
-  local rank = redis.call('ZRANK', index, edge[1])
-  while true do
-    local low, high = rank, rank + 255
-    if not upward then low, high = math.max(rank - 255, 0), rank end
-    local page = redis.call('ZRANGE', index, low, high, 'WITHSCORES')
-    if #page == 0 then return nil end
-    local first, last, step = 1, #page - 1, 2
-    if not upward then first, last, step = #page - 1, 1, -2 end
-    for i = first, last, step do
-      if tag_of(page[i], which) == tag then return page[i + 1] end
-    end
-    if upward then rank = high + 1 elseif low == 0 then return nil else rank = low - 1 end
-  end
-end
-for _, op in ipairs(batch.narrow) do
-  -- op: {key, which tag (1 project, 2 session, 3 host), tag, withdrawn timestamp}
-  local key, which, tag, withdrawn = prefix .. op[1], op[2], op[3], op[4]
-  if tonumber(redis.call('HGET', key, 'n') or '0') <= 0 then
-    redis.call('HDEL', key, 'first', 'last')
-  else
-    for field, upward in pairs({first = true, last = false}) do
-      if tonumber(redis.call('HGET', key, field) or '0') == withdrawn then
-        local found = nearest(which, tag, withdrawn, upward)
-        -- Never nil while n > 0; HDEL rather than an error half-way through the batch.
-        if found then redis.call('HSET', key, field, found) else redis.call('HDEL', key, field) end
-      end
-    end
-  end
-end
-for _, op in ipairs(batch.index) do
-  if tonumber(redis.call('HGET', prefix .. op[1], 'n') or '0') > 0 then
-    redis.call('SADD', prefix .. op[2], op[3])
-  else
-    redis.call('SREM', prefix .. op[2], op[3])
-  end
-end
-for _, model in ipairs(batch.unpriced) do
-  if tonumber(redis.call('HGET', prefix .. 'unpriced', model) or '0') <= 0 then
-    redis.call('HDEL', prefix .. 'unpriced', model)
-  end
-end
-redis.call('SET', prefix .. 'cp', batch.last)
-return {1, batch.last}
-"""
-
-# Sums the buckets of each group of keys; returns, per group, the SUM_FIELDS values and,
-# when ARGV[1] is '1', the per-model fields as a flat field/value list.
-_SUM_GROUPS = """
-local prefix = KEYS[1]
-local with_models = ARGV[1] == '1'
-local groups = cjson.decode(ARGV[2])
-local out = {}
-for gi, group in ipairs(groups) do
-  local sums = {i = 0, o = 0, cc = 0, cr = 0, n = 0, c = 0}
-  local models = {}
-  for _, suffix in ipairs(group) do
-    if with_models then
-      local flat = redis.call('HGETALL', prefix .. suffix)
-      for k = 1, #flat, 2 do
-        local f, v = flat[k], tonumber(flat[k + 1])
-        if sums[f] ~= nil then
-          sums[f] = sums[f] + v
-        elseif string.find(f, '|', 1, true) then
-          models[f] = (models[f] or 0) + v
-        end
-      end
-    else
-      -- Only the six totals: a full minute bucket also holds every model's fields.
-      local values = redis.call('HMGET', prefix .. suffix, 'i', 'o', 'cc', 'cr', 'n', 'c')
-      sums.i = sums.i + (tonumber(values[1]) or 0)
-      sums.o = sums.o + (tonumber(values[2]) or 0)
-      sums.cc = sums.cc + (tonumber(values[3]) or 0)
-      sums.cr = sums.cr + (tonumber(values[4]) or 0)
-      sums.n = sums.n + (tonumber(values[5]) or 0)
-      sums.c = sums.c + (tonumber(values[6]) or 0)
-    end
-  end
-  local row = {sums.i, sums.o, sums.cc, sums.cr, sums.n, sums.c}
-  if with_models then
-    for f, v in pairs(models) do
-      table.insert(row, f)
-      table.insert(row, v)
-    end
-  end
-  out[gi] = row
-end
-return out
-"""
-
-# Walks the windows forward through the message timestamps: each next window starts at
-# the first message more than 5 h after the current start (a gap of more than 5 h after
-# the previous message implies that too). One O(log n) lookup per window.
-_LAST_WINDOW = """
-local prefix = KEYS[1]
-local align_hour = ARGV[1] == 'hour'
-local length = 5 * 3600 * 1000
-local first = redis.call('ZRANGE', prefix .. 'ts', 0, 0, 'WITHSCORES')
-if #first == 0 then return {} end
-local function start_of(ts)
-  if align_hour then return ts - (ts % 3600000) end
-  return ts
-end
-local first_ts = tonumber(first[2])
-local start = start_of(first_ts)
-while true do
-  local nxt = redis.call('ZRANGEBYSCORE', prefix .. 'ts', '(' .. (start + length), '+inf',
-                         'WITHSCORES', 'LIMIT', 0, 1)
-  if #nxt == 0 then break end
-  first_ts = tonumber(nxt[2])
-  start = start_of(first_ts)
-end
-local last = redis.call('ZRANGE', prefix .. 'ts', -1, -1, 'WITHSCORES')
-return {tostring(start), tostring(first_ts), tostring(last[2])}
-"""
+MINUTE_SECONDS = 60
+HOUR_SECONDS = 3600
+_LUA = Path(__file__).resolve().parent / "lua"
 
 
-class Contribution(NamedTuple):
-    """What one event adds to (sign +1) or takes from (sign -1) the read models.
+class ProjectRow(NamedTuple):
+    project_id: int
+    path: str
+    totals: Totals
+    first_ms: int | None
+    last_ms: int | None
+    sessions: int
 
-    A NamedTuple, not a frozen dataclass: just as immutable, and built three times faster
-    (a frozen dataclass sets each field through ``object.__setattr__``), once per event on
-    the ingest path."""
 
-    sign: int
-    timestamp_ms: int
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cache_creation_tokens: int
-    cache_read_tokens: int
-    messages: int
-    cost_nanos: int
+class SessionRow(NamedTuple):
     session_id: str
-    project_path: str
-    member: str  # MESSAGE|REQUEST: with its owners' ids, its timestamp index member
-    unpriced: bool
+    totals: Totals
+    first_ms: int | None
+    last_ms: int | None
+
+
+class HostRow(NamedTuple):
     host: str
+    totals: Totals
+    first_ms: int | None
+    last_ms: int | None
 
 
-def project_id(project_path: str) -> int:
-    """A stable id for a project path: 52 bits of its hash, exact in a JavaScript number."""
-    return int(hashlib.blake2b(project_path.encode(), digest_size=8).hexdigest()[:13], 16)
+Sums = tuple[Totals, dict[str, Totals]]  # over all models, and per model
 
 
 def client() -> Any:
@@ -270,8 +99,21 @@ def _client(url: str) -> Any:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
+@lru_cache(maxsize=8)
+def _script(url: str, name: str) -> Any:
+    """A registered script (redis-py runs it by its hash, loading it once per server)."""
+    return _client(url).register_script((_LUA / f"{name}.lua").read_text())
+
+
+def _run(name: str, user_id: int, *args: object) -> Any:
+    return _script(settings.REDIS_URL, name)(keys=[user_prefix(user_id)], args=list(args))
+
+
 def user_prefix(user_id: int, layout: str = LAYOUT_VERSION) -> str:
     return f"{settings.USAGE_REDIS_PREFIX}:{layout}:{{u:{user_id}}}:"
+
+
+# --- the checkpoint and applying -----------------------------------------------------------
 
 
 def checkpoint(user_id: int) -> int | None:
@@ -314,171 +156,152 @@ def apply(
 def _run_apply(
     user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]], *, after: int, last: int
 ) -> tuple[int, int]:
-    batch = _aggregate(events)
-    batch.update(after=after, last=last)
-    status, checkpoint_now = _script(_APPLY)(
-        keys=[user_prefix(user_id)], args=[orjson.dumps(batch)]
-    )
+    payload = _payload(aggregate(events))
+    payload.update(after=after, last=last, messages_field=MESSAGES_FIELD)
+    status, checkpoint_now = _run("apply", user_id, orjson.dumps(payload))
     return int(status), int(checkpoint_now)
 
 
-@lru_cache(maxsize=8)
-def _script_for(url: str, source: str) -> Any:
-    return _client(url).register_script(source)
-
-
-def _script(source: str) -> Any:
-    """A registered script, hashed once per process rather than on every call."""
-    return _script_for(settings.REDIS_URL, source)
-
-
-def _aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> dict[str, Any]:
-    """One batch's effect, summed: increments per (key, field), the final state of each
-    message in the timestamp index, and which index sets to re-check.
-
-    Contributions are first summed per (minute, model, project, session, host): a batch
-    of a thousand messages touches a few dozen such cells, so the expansion into Redis
-    fields below runs per cell, not per message."""
-    cells: dict[tuple[int, str, str, str, str, bool], list[int]] = {}
-    spans: dict[tuple[str, str, str], tuple[int, int]] = {}
-    indexed: dict[str, int | None] = {}
-    owners: dict[tuple[str, str, str], tuple[str, str, str]] = {}  # -> their ids, once
-    tags: dict[tuple[str, str, str], str] = {}
-    withdrawn: dict[tuple[tuple[str, str, str], int], None] = {}  # an ordered set
-    for _, contributions in events:
-        for c in contributions:
-            ts = c.timestamp_ms
-            cell = (ts // 60_000, c.model, c.project_path, c.session_id, c.host, c.unpriced)
-            sums = cells.get(cell)
-            if sums is None:
-                sums = cells[cell] = [0, 0, 0, 0, 0, 0, 0]
-            sign = c.sign
-            sums[0] += sign * c.input_tokens
-            sums[1] += sign * c.output_tokens
-            sums[2] += sign * c.cache_creation_tokens
-            sums[3] += sign * c.cache_read_tokens
-            sums[4] += sign * c.messages
-            sums[5] += sign * c.cost_nanos
-            sums[6] += sign  # unpriced events
-            owner = (c.project_path, c.session_id, c.host)
-            tag = tags.get(owner)
-            if tag is None:
-                ids = owners[owner] = _owner_ids(*owner)
-                tag = tags[owner] = "|" + "|".join(ids)
-            indexed[c.member + tag] = ts if sign > 0 else None
-            if sign > 0:
-                low, high = spans.get(owner, (ts, ts))
-                spans[owner] = (min(low, ts), max(high, ts))
-            else:
-                withdrawn[(owner, ts)] = None
-    batch = _expand(cells, spans, owners)
-    batch["narrow"] = [
-        [key, which, owners[owner][which - 1], ts]
-        for owner, ts in withdrawn
-        for which, key in enumerate(_owner_keys(owner, owners[owner]), 1)
-    ]
-    added = [item for member, ts in indexed.items() if ts is not None for item in (ts, member)]
-    removed = [member for member, ts in indexed.items() if ts is None]
-    batch["zadd"] = _chunks(added, UNPACK_LIMIT)
-    batch["zrem"] = _chunks(removed, UNPACK_LIMIT)
-    return batch
-
-
-def _expand(
-    cells: dict[tuple[int, str, str, str, str, bool], list[int]],
-    spans: dict[tuple[str, str, str], tuple[int, int]],
-    owners: dict[tuple[str, str, str], tuple[str, str, str]],
-) -> dict[str, Any]:
-    """Cells -> the Redis fields they move: each key's sums are added up first (a vector per
-    key), then turned into one increment per non-zero field.
-
-    Rolled up in steps rather than cell by cell into every key: cells into (minute, model)
-    and into (project, session, host); minutes into hours and the total; a key's own sums
-    from its models' sums. A backfill's batch has about one cell per message (its messages
-    are minutes apart), so what is done per cell counts."""
-    per_minute: dict[tuple[int, str], list[int]] = {}
-    per_owner: dict[tuple[str, str, str], list[int]] = {}
-    unpriced: dict[str, int] = {}
-    for (minute, model, path, session, host, is_unpriced), sums in cells.items():
-        _add(per_minute, (minute, model), sums)
-        _add(per_owner, (path, session, host), sums)
-        if is_unpriced:
-            unpriced[model] = unpriced.get(model, 0) + sums[6]
-    by_model_key: dict[tuple[str, str], list[int]] = {}
-    for (minute, model), sums in per_minute.items():
-        seconds = minute * 60
-        by_model_key[(f"m:{seconds}", model)] = sums  # each (minute, model) once
-        _add(by_model_key, (f"h:{seconds - seconds % 3600}", model), sums)
-        _add(by_model_key, ("tot", model), sums)
-    by_key: dict[str, list[int]] = {}
-    for (key, _), sums in by_model_key.items():
-        _add(by_key, key, sums)
-    index: dict[str, tuple[str, str]] = {}
-    for owner, sums in per_owner.items():
-        host = owner[2]
-        pid, sid, _ = ids = owners[owner]
-        for key in _owner_keys(owner, ids):
-            _add(by_key, key, sums)
-        index[f"s:{sid}"] = (f"p:{pid}:sessions", sid)
-        index[f"p:{pid}"] = ("projects", pid)
-        index[f"host:{host}"] = ("hosts", host)
-    # Per key: [field, amount, field, amount, ...] (the Lua script's op), zeros left out.
+def _payload(batch: Batch) -> dict[str, Any]:
+    """The batch as ``lua/apply.lua`` takes it: keys, fields and index members."""
+    ids = _OwnerIds()
     changes: dict[str, list[str | int]] = {}
-    for key, sums in by_key.items():
-        changes[key] = [
-            item
-            for name, value in zip(SUM_FIELDS, sums, strict=False)
-            if value
-            for item in (name, value)
-        ]
+    for bucket, sums in batch.buckets.items():
+        changes[_bucket_key(bucket)] = _field_changes(FIELDS, sums)
     model_fields: dict[str, tuple[str, ...]] = {}  # "i|MODEL", ...: built once per model
-    for (key, model), sums in by_model_key.items():
+    for (bucket, model), sums in batch.bucket_models.items():
         names = model_fields.get(model)
         if names is None:
-            names = model_fields[model] = tuple(f"{name}|{model}" for name in SUM_FIELDS)
-        changes[key] += [
-            item
-            for name, value in zip(names, sums, strict=False)
-            if value
-            for item in (name, value)
-        ]
+            names = model_fields[model] = tuple(f"{field}|{model}" for field in FIELDS)
+        changes[_bucket_key(bucket)] += _field_changes(names, sums)
+    owner_sums: dict[str, list[int]] = {}
+    index: dict[str, tuple[str, str]] = {}
+    for owner, sums in batch.owners.items():
+        keys = ids.keys(owner)
+        for key in keys:
+            current = owner_sums.get(key)
+            owner_sums[key] = sums[:] if current is None else list(map(add, current, sums))
+        sets, members = ids.index_sets(owner), ids.members(owner)
+        for key, set_key, member in zip(keys, sets, members, strict=True):
+            index[key] = (set_key, member)
+    for key, sums in owner_sums.items():
+        changes[key] = _field_changes(FIELDS, sums)
     changes["unpriced"] = [
-        item for model, count in unpriced.items() if count for item in (model, count)
+        item for model, count in batch.unpriced.items() if count for item in (model, count)
     ]
-    increments = [[key, fields] for key, fields in changes.items() if fields]
-    fields: dict[tuple[str, str], str] = {}
-    widen = []
-    for owner, (low, high) in spans.items():
-        path, session, _ = owner
-        pid, sid, _ = ids = owners[owner]
-        fields[(f"p:{pid}", "path")] = path
-        fields[(f"s:{sid}", "session")] = session
-        fields[(f"s:{sid}", "pid")] = pid
-        widen += [[key, low, high] for key in _owner_keys(owner, ids)]
     return {
-        "incr": increments,
-        "hset": [[key, field, value] for (key, field), value in fields.items()],
-        "widen": widen,
+        "incr": [[key, fields] for key, fields in changes.items() if fields],
+        "hset": _owner_fields(batch, ids),
+        "widen": [
+            [key, low, high]
+            for owner, (low, high) in batch.spans.items()
+            for key in ids.keys(owner)
+        ],
+        "narrow": [
+            [key, which, tag, ts]
+            for owner, ts in batch.withdrawn
+            for which, (key, tag) in enumerate(
+                zip(ids.keys(owner), ids.tags(owner), strict=True), 1
+            )
+        ],
         "index": [[key, set_key, member] for key, (set_key, member) in index.items()],
-        "unpriced": sorted(unpriced),
+        "unpriced": sorted(batch.unpriced),
+        **_index_changes(batch, ids),
     }
+
+
+def _field_changes(names: Sequence[str], sums: Sequence[int]) -> list[str | int]:
+    """[field, amount, field, amount, ...], zeros left out."""
+    pairs = zip(names, sums, strict=True)
+    return [item for name, value in pairs if value for item in (name, value)]
+
+
+def _owner_fields(batch: Batch, ids: _OwnerIds) -> list[list[str]]:
+    """The names a project's and a session's hashes keep beside their sums."""
+    fields: dict[tuple[str, str], str] = {}
+    for owner in batch.spans:
+        project, session, _ = ids.keys(owner)
+        pid, _, _ = ids.tags(owner)
+        fields[(project, "path")] = owner.project_path
+        fields[(session, "session")] = owner.session_id
+        fields[(session, "pid")] = pid
+    return [[key, field, value] for (key, field), value in fields.items()]
+
+
+def _index_changes(batch: Batch, ids: _OwnerIds) -> dict[str, list[list[str | int]]]:
+    added: list[str | int] = []
+    removed: list[str | int] = []
+    for message, ts in batch.messages.items():
+        member = f"{message.message_id}|{message.request_id}|{ids.tag(message.owner)}"
+        if ts is None:
+            removed.append(member)
+        else:
+            added += (ts, member)
+    return {"zadd": _chunks(added, UNPACK_LIMIT), "zrem": _chunks(removed, UNPACK_LIMIT)}
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _add(sums_by_key: dict[Any, list[int]], key: Any, sums: list[int]) -> None:
-    current = sums_by_key.get(key)
-    if current is None:
-        sums_by_key[key] = sums[:6]
-    else:  # unrolled: a loop over range(6) took twice as long, and this runs per cell
-        current[0] += sums[0]
-        current[1] += sums[1]
-        current[2] += sums[2]
-        current[3] += sums[3]
-        current[4] += sums[4]
-        current[5] += sums[5]
+def _bucket_key(bucket: Bucket) -> str:
+    kind, start = bucket
+    if kind == MINUTE:
+        return f"m:{start}"
+    if kind == HOUR:
+        return f"h:{start}"
+    if kind == TOTAL:
+        return "tot"
+    raise ValueError(f"no such bucket: {bucket!r}")
+
+
+class _OwnerIds:
+    """Owners' ids (hashes of their names, once per owner per batch) and the keys, index
+    sets and timestamp-index tags made of them."""
+
+    def __init__(self) -> None:
+        self._ids: dict[Owner, tuple[str, str, str]] = {}
+
+    def tags(self, owner: Owner) -> tuple[str, str, str]:
+        found = self._ids.get(owner)
+        if found is None:
+            found = self._ids[owner] = _owner_ids(owner)
+        return found
+
+    def tag(self, owner: Owner) -> str:
+        return "|".join(self.tags(owner))
+
+    def keys(self, owner: Owner) -> tuple[str, str, str]:
+        """The project's, session's and host's hash (the host's is named, not hashed)."""
+        pid, sid, _ = self.tags(owner)
+        return f"p:{pid}", f"s:{sid}", f"host:{owner.host}"
+
+    def index_sets(self, owner: Owner) -> tuple[str, str, str]:
+        pid, _, _ = self.tags(owner)
+        return "projects", f"p:{pid}:sessions", "hosts"
+
+    def members(self, owner: Owner) -> tuple[str, str, str]:
+        pid, sid, _ = self.tags(owner)
+        return pid, sid, owner.host
+
+
+def project_id(project_path: str) -> int:
+    """A stable id for a project path: 52 bits of its hash, exact in a JavaScript number."""
+    return int(hashlib.blake2b(project_path.encode(), digest_size=8).hexdigest()[:13], 16)
+
+
+def _owner_ids(owner: Owner) -> tuple[str, str, str]:
+    """The ids of a message's project, session and host, as its timestamp index member
+    ends with them."""
+    path, session, host = owner
+    return str(project_id(path)), _short_id(path + "\0" + session), _short_id(host)
+
+
+def _short_id(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+# --- building afresh -----------------------------------------------------------------------
 
 
 def reset_checkpoint(user_id: int) -> None:
@@ -523,11 +346,6 @@ def projected_user_ids() -> list[int]:
     return sorted({int(user_id) for user_id in found if user_id.isdigit()})
 
 
-def drop_all() -> None:
-    for layout in (LAYOUT_VERSION, *OLD_LAYOUT_VERSIONS):
-        _delete_matching(f"{glob_escape(settings.USAGE_REDIS_PREFIX)}:{layout}:*")
-
-
 def _delete_matching(pattern: str) -> None:
     r = client()
     keys = list(r.scan_iter(match=pattern, count=1000))
@@ -535,23 +353,51 @@ def _delete_matching(pattern: str) -> None:
         r.delete(*keys[start : start + 500])
 
 
-def sum_groups(
-    user_id: int, groups: Sequence[Sequence[str]], *, with_models: bool = False
-) -> list[tuple[Bucket, dict[str, Bucket]]]:
-    """Sum the buckets named in each group (key suffixes such as ``m:1728144000``)."""
-    rows = _script(_SUM_GROUPS)(
-        keys=[user_prefix(user_id)], args=["1" if with_models else "0", orjson.dumps(groups)]
-    )
-    return [(_bucket(row[:6]), _model_buckets(row[6:])) for row in rows]
+def glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def totals(user_id: int) -> tuple[Bucket, dict[str, Bucket]]:
-    return sum_groups(user_id, [["tot"]], with_models=True)[0]
+# --- reading -------------------------------------------------------------------------------
+
+
+def sum_ranges(
+    user_id: int, ranges: Sequence[tuple[int, int]], *, with_models: bool = False
+) -> list[Sums]:
+    """The sums of each range [start, end) of epoch seconds (whole minutes), in order; per
+    model too when ``with_models``."""
+    return _sum_groups(user_id, [_bucket_keys(start, end) for start, end in ranges], with_models)
+
+
+def totals(user_id: int) -> Sums:
+    """The sums over all retained events, in all and per model."""
+    return _sum_groups(user_id, [[_bucket_key(TOTAL_BUCKET)]], with_models=True)[0]
+
+
+def _sum_groups(user_id: int, groups: list[list[str]], with_models: bool) -> list[Sums]:
+    arguments = ("1" if with_models else "0", orjson.dumps(groups), orjson.dumps(FIELDS))
+    rows = _run("sum_groups", user_id, *arguments)
+    count = len(FIELDS)
+    return [(_totals(row[:count]), _model_totals(row[count:])) for row in rows]
+
+
+def _bucket_keys(start: int, end: int) -> list[str]:
+    """Keys for [start, end) in epoch seconds (minute-aligned): whole hours from the hourly
+    rollups, the ragged edges from minute buckets."""
+    keys = []
+    moment = start
+    while moment < end:
+        if moment % HOUR_SECONDS == 0 and moment + HOUR_SECONDS <= end:
+            keys.append(_bucket_key((HOUR, moment)))
+            moment += HOUR_SECONDS
+        else:
+            keys.append(_bucket_key((MINUTE, moment)))
+            moment += MINUTE_SECONDS
+    return keys
 
 
 def last_window(user_id: int, align: str) -> tuple[int, int, int] | None:
     """(start, first message, last message) in epoch ms of the user's latest window."""
-    found = _script(_LAST_WINDOW)(keys=[user_prefix(user_id)], args=[align])
+    found = _run("last_window", user_id, align)
     if not found:
         return None
     start, first, last = (int(float(value)) for value in found)
@@ -563,40 +409,47 @@ def messages_between(user_id: int, start_ms: int, end_ms: int) -> int:
     return int(client().zcount(user_prefix(user_id) + "ts", start_ms, f"({end_ms}"))
 
 
-def projects(user_id: int) -> list[dict[str, str]]:
+def projects(user_id: int) -> list[ProjectRow]:
     r = client()
     prefix = user_prefix(user_id)
     ids = sorted(r.smembers(prefix + "projects"))
     pipe = r.pipeline(transaction=False)
     for pid in ids:
-        pipe.hgetall(prefix + "p:" + pid)
-        pipe.scard(prefix + "p:" + pid + ":sessions")
+        pipe.hgetall(f"{prefix}p:{pid}")
+        pipe.scard(f"{prefix}p:{pid}:sessions")
     replies = pipe.execute()
-    out = []
-    for pid, fields, sessions in zip(ids, replies[::2], replies[1::2], strict=True):
-        if fields:
-            out.append({**fields, "id": pid, "sessions": str(sessions)})
-    return out
+    return [
+        ProjectRow(int(pid), fields.get("path", ""), *_owner_sums(fields), sessions=sessions)
+        for pid, fields, sessions in zip(ids, replies[::2], replies[1::2], strict=True)
+        if fields
+    ]
 
 
-def sessions(user_id: int, pid: int | str) -> list[dict[str, str]]:
+def sessions(user_id: int, project: int) -> list[SessionRow]:
     r = client()
     prefix = user_prefix(user_id)
-    sids = sorted(r.smembers(f"{prefix}p:{pid}:sessions"))
+    sids = sorted(r.smembers(f"{prefix}p:{project}:sessions"))
     pipe = r.pipeline(transaction=False)
     for sid in sids:
-        pipe.hgetall(prefix + "s:" + sid)
-    return [fields for fields in pipe.execute() if fields]
+        pipe.hgetall(f"{prefix}s:{sid}")
+    return [
+        SessionRow(fields.get("session", ""), *_owner_sums(fields))
+        for fields in pipe.execute()
+        if fields
+    ]
 
 
-def hosts(user_id: int) -> list[dict[str, str]]:
+def hosts(user_id: int) -> list[HostRow]:
     r = client()
     prefix = user_prefix(user_id)
     names = sorted(r.smembers(prefix + "hosts"))
     pipe = r.pipeline(transaction=False)
     for name in names:
-        pipe.hgetall(prefix + "host:" + name)
-    return [{**fields, "host": name} for name, fields in zip(names, pipe.execute(), strict=True)]
+        pipe.hgetall(f"{prefix}host:{name}")
+    return [
+        HostRow(name, *_owner_sums(fields))
+        for name, fields in zip(names, pipe.execute(), strict=True)
+    ]
 
 
 def session_count(user_id: int) -> int:
@@ -604,7 +457,7 @@ def session_count(user_id: int) -> int:
     prefix = user_prefix(user_id)
     pipe = r.pipeline(transaction=False)
     for pid in r.smembers(prefix + "projects"):
-        pipe.scard(prefix + "p:" + pid + ":sessions")
+        pipe.scard(f"{prefix}p:{pid}:sessions")
     return sum(pipe.execute())
 
 
@@ -616,35 +469,29 @@ def unpriced_models(user_id: int) -> list[str]:
     return sorted(client().hkeys(user_prefix(user_id) + "unpriced"))
 
 
-def _bucket(values: Sequence[int]) -> Bucket:
-    return Bucket(*(int(v) for v in values))
+def _owner_sums(fields: dict[str, str]) -> tuple[Totals, int | None, int | None]:
+    """An owner hash's measures and its first and last message (ms)."""
+    return (
+        _totals([fields.get(field, 0) for field in FIELDS]),
+        _ms(fields.get("first")),
+        _ms(fields.get("last")),
+    )
 
 
-def _model_buckets(flat: Sequence[Any]) -> dict[str, Bucket]:
+def _ms(value: str | None) -> int | None:
+    return None if not value else int(float(value))
+
+
+def _totals(values: Sequence[Any]) -> Totals:
+    return Totals._make(int(value) for value in values)
+
+
+def _model_totals(flat: Sequence[Any]) -> dict[str, Totals]:
     by_model: dict[str, dict[str, int]] = {}
     for field, value in zip(flat[::2], flat[1::2], strict=True):
         name, _, model = str(field).partition("|")
         by_model.setdefault(model, {})[name] = int(value)
     return {
-        model: _bucket([values.get(name, 0) for name in SUM_FIELDS])
+        model: _totals([values.get(field, 0) for field in FIELDS])
         for model, values in by_model.items()
     }
-
-
-def _owner_ids(path: str, session: str, host: str) -> tuple[str, str, str]:
-    """The ids of a message's project, session and host, as its timestamp index member
-    ends with them."""
-    return str(project_id(path)), _short_id(path + "\0" + session), _short_id(host)
-
-
-def _owner_keys(owner: tuple[str, str, str], ids: tuple[str, str, str]) -> tuple[str, str, str]:
-    """The project's, session's and host's hash (the host's is named, not hashed)."""
-    return f"p:{ids[0]}", f"s:{ids[1]}", f"host:{owner[2]}"
-
-
-def _short_id(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

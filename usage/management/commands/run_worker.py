@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from usage import services
-from usage.projection import projector
+from usage.completed_windows import Progress
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--interval", type=float, default=60.0, help="seconds between ticks")
         parser.add_argument("--once", action="store_true", help="run one tick and exit")
+
+    progress = Progress()  # what the completed-window bookkeeping has seen
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["once"]:
@@ -44,15 +46,7 @@ class Command(BaseCommand):
             return
 
     def tick(self) -> None:
-        now = datetime.now(tz=UTC)
-        try:
-            projector.catch_up_all()
-            projector.record_completed_windows(now=now)
-            pruned = services.prune_events(now=now)
-            if pruned:
-                log.info("retention pruned %s events", sum(pruned.values()))
-        except Exception:
-            log.exception("worker tick failed; retrying next tick")
+        self.progress = services.run_periodic_jobs(now=datetime.now(tz=UTC), since=self.progress)
 
 
 class _Stopped(Exception):

@@ -1,0 +1,124 @@
+"""The totals of every finished 5-hour window, kept 30 days, so that the "custom" plan can
+learn a limit from history after retention has pruned the events themselves.
+
+The periodic worker records them once per tick, looking only at what can have changed since
+its previous tick: users with new events (from the earliest of those events on), and users
+whose latest window may have ended meanwhile. A user's windows are recomputed from the start
+of their latest recorded window before the change (a window start is where the chain of
+windows restarts), so a tick reads hours of events, not the whole history.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from usage import side_tables, store
+from usage.events import UsageEvent, newest_revisions
+from usage.windows import WINDOW_LENGTH, WindowAlign, split_into_windows
+
+log = logging.getLogger(__name__)
+
+HISTORY = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the previous tick looked: the log position and the time it saw. The start
+    value (nothing seen) makes the first tick look at every user."""
+
+    position: int = 0
+    checked_at: datetime | None = None
+
+
+def record(*, now: datetime, since: Progress, frozen_before: datetime | None) -> Progress:
+    """Record the windows that ended, or changed, since ``since``; returns the progress to
+    pass to the next tick. ``frozen_before`` is the retention cutoff: a recorded window that
+    starts before it may have lost events to retention, and is never recomputed. One user's
+    failure is logged and does not stop the others."""
+    head = store.head_position()
+    changed = store.earliest_times_after(since.position)
+    for user_id in sorted(set(changed) | set(_users_whose_window_may_have_ended(since, now))):
+        try:
+            _record_user(user_id, changed.get(user_id, now), now, frozen_before)
+        except Exception:
+            log.exception("completed windows of user %s failed; will retry next tick", user_id)
+    side_tables.delete_completed_windows_before(now - HISTORY)
+    return Progress(position=head, checked_at=now)
+
+
+def _users_whose_window_may_have_ended(since: Progress, now: datetime) -> list[int]:
+    """A window that ended after the previous tick holds a message of the last five hours
+    before it (the first tick looks at everyone with events)."""
+    if since.checked_at is None:
+        return store.user_ids_with_events()
+    return store.user_ids_with_events_since(since.checked_at - WINDOW_LENGTH)
+
+
+def _record_user(
+    user_id: int, changed_from: datetime, now: datetime, frozen_before: datetime | None
+) -> None:
+    """Recompute the user's windows from where each alignment's chain of windows restarts
+    before ``changed_from``, and record the finished ones."""
+    starts = {
+        align: _restart_point(user_id, align, changed_from, now, frozen_before)
+        for align in WindowAlign
+    }
+    events = newest_revisions(store.events_between(user_id, min(starts.values()), now))
+    counted = sorted((e for e in events if e.counted), key=lambda e: e.record.timestamp)
+    for align, start in starts.items():
+        after_start = [e for e in counted if e.record.timestamp >= start]
+        _record_windows(user_id, align, after_start, start, now)
+
+
+def _restart_point(
+    user_id: int,
+    align: WindowAlign,
+    changed_from: datetime,
+    now: datetime,
+    frozen_before: datetime | None,
+) -> datetime:
+    """The earliest moment whose windows are recomputed: the start of the latest recorded
+    window at or before ``changed_from`` (the chain restarts at a window start), or, when
+    that window is frozen, just after its end (the next message more than five hours after
+    a window's start opens the next window)."""
+    anchor = side_tables.latest_window_start(user_id, align.value, at_or_before=changed_from)
+    if anchor is None:
+        return now - HISTORY
+    if frozen_before is not None and anchor < frozen_before:
+        return anchor + WINDOW_LENGTH + timedelta(microseconds=1)
+    return anchor
+
+
+def _record_windows(
+    user_id: int, align: WindowAlign, events: list[UsageEvent], start: datetime, now: datetime
+) -> None:
+    """Save the finished windows of ``events`` (in time order, from a restart point on) and
+    delete the recorded windows from ``start`` on that no longer exist (later data moved
+    them)."""
+    windows = split_into_windows([e.record.timestamp for e in events], align)
+    finished = [window for window in windows if window.end <= now]
+    stamps = [event.record.timestamp for event in events]
+    taken = 0
+    for window in finished:  # the windows partition the events, in order
+        inside = events[taken : bisect_right(stamps, window.end, lo=taken)]
+        taken += len(inside)
+        side_tables.save_completed_window(
+            user_id=user_id,
+            align=align.value,
+            start=window.start,
+            end=window.end,
+            totals=_window_totals(inside),
+        )
+    side_tables.delete_windows_from(user_id, align.value, start, keep={w.start for w in finished})
+
+
+def _window_totals(events: list[UsageEvent]) -> dict[str, int]:
+    return {
+        "input_output_tokens": sum(e.record.input_tokens + e.record.output_tokens for e in events),
+        "total_tokens": sum(e.record.total_tokens for e in events),
+        "cost_nanos": sum(e.cost_nanos for e in events),
+        "messages": len(events),
+    }

@@ -1,0 +1,82 @@
+"""What the projections sum: one table of measures. Pure: standard library and usage.events.
+
+Every projection (minute and hour buckets, totals, projects, sessions, hosts, per model)
+sums the same measures. They are named here once, in order; the batch arithmetic, the Redis
+store, its Lua scripts and ``Totals`` all follow this table. A new measure is one line in
+``MEASURES`` (its name, its Redis hash field, where an event holds it) and one field of
+``Totals``; the import fails if the two disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from operator import add, attrgetter
+from typing import NamedTuple
+
+from usage.events import UsageEvent
+
+
+class Measure(NamedTuple):
+    name: str  # the field of ``Totals``
+    field: str  # its Redis hash field: part of the stored layout, never reuse one
+    source: str  # the attribute of a ``UsageEvent`` that holds it (dotted)
+
+
+MEASURES = (
+    Measure("input_tokens", "i", "record.input_tokens"),
+    Measure("output_tokens", "o", "record.output_tokens"),
+    Measure("cache_creation_tokens", "cc", "record.cache_creation_tokens"),
+    Measure("cache_read_tokens", "cr", "record.cache_read_tokens"),
+    Measure("messages", "n", "messages"),
+    Measure("cost_nanos", "c", "cost_nanos"),
+)
+FIELDS = tuple(measure.field for measure in MEASURES)
+# The measure that says whether anything is left in a hash (an owner with no messages).
+MESSAGES_FIELD = "n"
+
+
+class Totals(NamedTuple):
+    """Sums of the measures, in ``MEASURES`` order."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    messages: int = 0
+    cost_nanos: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+    @property
+    def input_output_tokens(self) -> int:
+        """What plan limits count."""
+        return self.input_tokens + self.output_tokens
+
+    def minus(self, other: Totals) -> Totals:
+        return Totals._make(mine - theirs for mine, theirs in zip(self, other, strict=True))
+
+
+if Totals._fields != tuple(measure.name for measure in MEASURES):
+    raise ImportError("usage.measures: Totals' fields must follow MEASURES, in order")
+if MESSAGES_FIELD not in FIELDS:
+    raise ImportError("usage.measures: MESSAGES_FIELD must be one of the measures")
+
+# One C call per event for all its values: the ingest takes them from every event.
+values_of: Callable[[UsageEvent], tuple[int, ...]] = attrgetter(
+    *(measure.source for measure in MEASURES)
+)
+
+
+def sum_totals(events: Iterable[UsageEvent]) -> Totals:
+    """The measures of ``events``, summed."""
+    sums = [0] * len(MEASURES)
+    for event in events:
+        sums[:] = map(add, sums, values_of(event))
+    return Totals._make(sums)

@@ -1,0 +1,43 @@
+-- Sums the buckets of each group of keys.
+-- KEYS[1]: the user's key prefix. ARGV[1]: '1' to include per-model fields. ARGV[2]: the
+-- groups, a JSON list of lists of key suffixes. ARGV[3]: the measures' fields, a JSON list.
+-- Returns, per group, the measures' sums in that order and, when asked, the per-model fields
+-- (FIELD|MODEL) as a flat field/value list after them.
+local prefix = KEYS[1]
+local with_models = ARGV[1] == '1'
+local groups = cjson.decode(ARGV[2])
+local fields = cjson.decode(ARGV[3])
+local position = {}
+for i, field in ipairs(fields) do position[field] = i end
+local out = {}
+for gi, group in ipairs(groups) do
+  local row = {}
+  for i = 1, #fields do row[i] = 0 end
+  local models = {}
+  for _, suffix in ipairs(group) do
+    if with_models then
+      local flat = redis.call('HGETALL', prefix .. suffix)
+      for k = 1, #flat, 2 do
+        local field, value = flat[k], tonumber(flat[k + 1])
+        local i = position[field]
+        if i then
+          row[i] = row[i] + value
+        elseif string.find(field, '|', 1, true) then
+          models[field] = (models[field] or 0) + value
+        end
+      end
+    else
+      -- Only the measures: a full minute bucket also holds every model's fields.
+      local values = redis.call('HMGET', prefix .. suffix, unpack(fields))
+      for i = 1, #fields do row[i] = row[i] + (tonumber(values[i]) or 0) end
+    end
+  end
+  if with_models then
+    for field, value in pairs(models) do
+      table.insert(row, field)
+      table.insert(row, value)
+    end
+  end
+  out[gi] = row
+end
+return out
