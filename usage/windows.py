@@ -123,13 +123,6 @@ def split_into_windows(timestamps: Iterable[datetime], align: WindowAlign) -> li
     return windows
 
 
-def active_window(windows: Sequence[Window], now: datetime) -> Window | None:
-    """The last window if it is still active at ``now``; earlier ones have always ended."""
-    if windows and windows[-1].is_active(now):
-        return windows[-1]
-    return None
-
-
 @dataclass(frozen=True)
 class BurnRate:
     """Token and cost consumption per minute, averaged over the last hour."""

@@ -17,7 +17,6 @@ from usage.windows import (
     Prediction,
     Window,
     WindowAlign,
-    active_window,
     burn_rate,
     format_duration,
     percentile_90,
@@ -317,25 +316,6 @@ def test_a_window_whose_last_message_is_five_hours_old_is_inactive_before_its_en
 
     assert window.is_active(start + timedelta(hours=4, minutes=59)) is True
     assert window.is_active(start + WINDOW_LENGTH) is False
-
-
-@pytest.mark.parametrize(
-    ("now", "expect_active"),
-    [("2025-10-05T21:30:00Z", True), ("2025-10-06T02:00:00Z", False)],
-)
-def test_the_active_window_is_the_last_one_while_it_is_active(
-    now: str, expect_active: bool
-) -> None:
-    windows = [
-        window_at("2025-10-05T16:00:00Z", "2025-10-05T20:00:00Z"),
-        window_at("2025-10-05T21:00:00Z", "2025-10-05T21:10:00Z"),
-    ]
-
-    assert active_window(windows, utc(now)) == (windows[1] if expect_active else None)
-
-
-def test_there_is_no_active_window_without_windows() -> None:
-    assert active_window([], utc("2025-10-05T21:30:00Z")) is None
 
 
 # --- burn rate ----------------------------------------------------------------------------

@@ -25,19 +25,19 @@ class BadBody(exceptions.ParseError):
     default_code = "VALIDATION_ERROR"
 
 
-_CODES: dict[type[Exception], tuple[str, int]] = {
-    exceptions.NotAuthenticated: ("AUTHENTICATION_REQUIRED", 401),
-    exceptions.AuthenticationFailed: ("AUTHENTICATION_REQUIRED", 401),
-    exceptions.PermissionDenied: ("PERMISSION_DENIED", 403),
-    exceptions.NotFound: ("NOT_FOUND", 404),
-    NotFound: ("NOT_FOUND", 404),
-    exceptions.MethodNotAllowed: ("METHOD_NOT_ALLOWED", 405),
-    exceptions.NotAcceptable: ("NOT_ACCEPTABLE", 406),
-    exceptions.UnsupportedMediaType: ("UNSUPPORTED_MEDIA_TYPE", 415),
-    exceptions.Throttled: ("RATE_LIMITED", 429),
-    PayloadTooLarge: ("PAYLOAD_TOO_LARGE", 413),
-    exceptions.ValidationError: ("VALIDATION_ERROR", 400),
-    exceptions.ParseError: ("VALIDATION_ERROR", 400),
+# The envelope's code per exception (the status is the exception's own).
+_CODES: dict[type[Exception], str] = {
+    exceptions.NotAuthenticated: "AUTHENTICATION_REQUIRED",
+    exceptions.AuthenticationFailed: "AUTHENTICATION_REQUIRED",
+    exceptions.PermissionDenied: "PERMISSION_DENIED",
+    exceptions.NotFound: "NOT_FOUND",
+    exceptions.MethodNotAllowed: "METHOD_NOT_ALLOWED",
+    exceptions.NotAcceptable: "NOT_ACCEPTABLE",
+    exceptions.UnsupportedMediaType: "UNSUPPORTED_MEDIA_TYPE",
+    exceptions.Throttled: "RATE_LIMITED",
+    PayloadTooLarge: "PAYLOAD_TOO_LARGE",
+    exceptions.ValidationError: "VALIDATION_ERROR",
+    exceptions.ParseError: "VALIDATION_ERROR",
 }
 
 
@@ -59,7 +59,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 
 def _code_for(exc: Exception) -> str:
-    for kind, (code, _) in _CODES.items():
+    for kind, code in _CODES.items():
         if isinstance(exc, kind):
             return code
     return "SERVER_ERROR" if getattr(exc, "status_code", 500) >= 500 else "BAD_REQUEST"
@@ -87,7 +87,6 @@ def _flat(value: object, field: str = "") -> str:
             return "; ".join(_flat(item, field) for item in value)
         value = " ".join(str(item) for item in value)
     return f"{field}: {value}" if field and field != "non_field_errors" else str(value)
-    return str(value)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 
 from usage import wire
 from usage.api.errors import BadBody, PayloadTooLarge
+from usage.api.hosts import machine_name
 from usage.events import MalformedLine
 
 NDJSON_TYPES = {
@@ -27,7 +28,6 @@ NDJSON_TYPES = {
     "application/jsonlines",
 }
 JSON_TYPES = {"application/json"}
-MAX_HOST_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,6 @@ def read_records(request: Request) -> IngestBody:
             "send application/x-ndjson or application/json",
         )
     raw = _decoded(request, _body(request))
-    header_host = request.headers.get("X-Usage-Host", "")
     if media_type in JSON_TYPES:
         records, body_host = _json_records(raw)
     else:
@@ -54,7 +53,7 @@ def read_records(request: Request) -> IngestBody:
         raise PayloadTooLarge(
             f"{len(records)} records in one request; the limit is {settings.USAGE_MAX_RECORDS}"
         )
-    return IngestBody(records=records, host=_host(header_host or body_host))
+    return IngestBody(records=records, host=machine_name(request, body_host))
 
 
 def _body(request: Request) -> bytes:
@@ -144,10 +143,3 @@ def _ndjson_records(raw: bytes) -> list[object]:
     if records and all(type(record) is MalformedLine for record in records):
         raise BadBody("Body is not NDJSON: no line is valid JSON")
     return records
-
-
-def _host(value: str) -> str:
-    host = value.strip()
-    if len(host) > MAX_HOST_LENGTH:
-        raise BadBody(f"Host name longer than {MAX_HOST_LENGTH} characters")
-    return host or "unknown"

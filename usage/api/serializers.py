@@ -76,7 +76,7 @@ class OfficialLimitsParams(serializers.Serializer):  # type: ignore[type-arg]
     five_hour = LimitReadingParams(required=False, allow_null=True)
     seven_day = LimitReadingParams(required=False, allow_null=True)
     observed_at = EpochOrIsoField(required=False)
-    host = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    host = serializers.CharField(required=False, allow_blank=True)  # see usage.api.hosts
 
     def to_internal_value(self, data: object) -> Any:
         if isinstance(data, dict) and isinstance(data.get("rate_limits"), dict):
@@ -97,7 +97,7 @@ class OfficialLimitsParams(serializers.Serializer):  # type: ignore[type-arg]
             five_hour=_reading(data.get("five_hour")),
             seven_day=_reading(data.get("seven_day")),
             observed_at=min(data.get("observed_at", now), now),
-            host=data.get("host") or host,
+            host=host,
         )
 
 

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from usage import selectors, services
 from usage.api import documentation as docs
+from usage.api.hosts import machine_name
 from usage.api.ingest_body import read_records
 from usage.api.serializers import (
     DashboardParams,
@@ -73,7 +74,7 @@ class LimitsView(APIView):
     def post(self, request: Request) -> Response:
         params = OfficialLimitsParams(data=request.data)
         params.is_valid(raise_exception=True)
-        host = request.headers.get("X-Usage-Host", "").strip()[:255] or "unknown"
+        host = machine_name(request, params.validated_data.get("host", ""))
         saved = services.record_official_limits(
             user_id=_user_id(request), limits=params.limits(now=_now(), host=host)
         )

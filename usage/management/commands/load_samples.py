@@ -11,13 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from usage import services
-from usage.events import MalformedLine
+from usage import services, wire
 
 DEFAULT_DIR = Path(settings.BASE_DIR).parent / "shared" / "samples" / "claude-config"
 
@@ -36,8 +34,12 @@ class Command(BaseCommand):
         files = sorted(root.rglob("*.jsonl"))
         if not files:
             raise CommandError(f"No *.jsonl files below {root}")
-        records = [_load(line) for path in files for line in path.read_bytes().splitlines()]
-        records = [record for record in records if record is not None]
+        records = [
+            wire.read_line(line)
+            for path in files
+            for line in path.read_bytes().splitlines()
+            if line.strip()
+        ]
         now = datetime.now(tz=UTC)
         if options["shift_to_now"]:
             _shift(records, now - timedelta(minutes=1))
@@ -52,16 +54,6 @@ class Command(BaseCommand):
         )
 
 
-def _load(line: bytes) -> object | None:
-    if not line.strip():
-        return None
-    try:
-        record: object = orjson.loads(line)
-        return record
-    except orjson.JSONDecodeError as error:
-        return MalformedLine(f"Line is not valid JSON: {error}")
-
-
 def _shift(records: list[object], newest_at: datetime) -> None:
     stamps = [_timestamp(record) for record in records]
     known = [stamp for stamp in stamps if stamp is not None]
@@ -69,14 +61,26 @@ def _shift(records: list[object], newest_at: datetime) -> None:
         return
     offset = newest_at - max(known)
     for record, stamp in zip(records, stamps, strict=True):
-        if stamp is not None and isinstance(record, dict):
-            record["timestamp"] = (stamp + offset).isoformat().replace("+00:00", "Z")
+        if stamp is None:
+            continue
+        shifted = (stamp + offset).isoformat().replace("+00:00", "Z")
+        if isinstance(record, wire.WireLine):
+            record.timestamp = shifted
+        elif isinstance(record, dict):
+            record["timestamp"] = shifted
 
 
 def _timestamp(record: object) -> datetime | None:
-    if not isinstance(record, dict) or not isinstance(record.get("timestamp"), str):
+    """A line's time, for the shift (lines without a readable one stay as they are)."""
+    if isinstance(record, wire.WireLine):
+        text: object = record.timestamp
+    elif isinstance(record, dict):
+        text = record.get("timestamp")
+    else:
+        return None
+    if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(record["timestamp"]).astimezone(UTC)
+        return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
         return None
