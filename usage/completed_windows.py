@@ -26,11 +26,13 @@ HISTORY = timedelta(days=30)
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """How far the previous tick looked: the log position and the time it saw. The start
-    value (nothing seen) makes the first tick look at every user."""
+    """How far the previous tick looked: the log position and the time it saw, and the
+    users it failed for (the next tick recomputes all of theirs). The start value (nothing
+    seen) makes the first tick look at every user."""
 
     position: int = 0
     checked_at: datetime | None = None
+    retry: frozenset[int] = frozenset()
 
 
 def record(*, now: datetime, since: Progress, frozen_before: datetime | None) -> Progress:
@@ -38,30 +40,46 @@ def record(*, now: datetime, since: Progress, frozen_before: datetime | None) ->
     pass to the next tick. ``frozen_before`` is the retention cutoff: a recorded window that
     starts before it may have lost events to retention, and is never recomputed. One user's
     failure is logged and does not stop the others."""
-    head = store.head_position()
+    head = store.head_position()  # first: an event appended meanwhile is seen again, not lost
     changed = store.earliest_times_after(since.position)
-    for user_id in sorted(set(changed) | set(_users_whose_window_may_have_ended(since, now))):
+    users = set(changed) | set(_users_whose_window_may_have_ended(since, now)) | since.retry
+    failed = set()
+    for user_id in sorted(users):
+        retried = user_id in since.retry
         try:
-            _record_user(user_id, changed.get(user_id, now), now, frozen_before)
+            _record_user(
+                user_id,
+                now - HISTORY if retried else changed.get(user_id, now),
+                now,
+                Progress() if retried else since,
+                frozen_before,
+            )
         except Exception:
             log.exception("completed windows of user %s failed; will retry next tick", user_id)
+            failed.add(user_id)
     side_tables.delete_completed_windows_before(now - HISTORY)
-    return Progress(position=head, checked_at=now)
+    return Progress(position=head, checked_at=now, retry=frozenset(failed))
 
 
 def _users_whose_window_may_have_ended(since: Progress, now: datetime) -> list[int]:
-    """A window that ended after the previous tick holds a message of the last five hours
-    before it (the first tick looks at everyone with events)."""
+    """A window that ended after the previous tick and by now started five hours before
+    that, and its first message came within the hour after its start (the first tick looks
+    at everyone with events)."""
     if since.checked_at is None:
         return store.user_ids_with_events()
-    return store.user_ids_with_events_since(since.checked_at - WINDOW_LENGTH)
+    first_at_most = now - WINDOW_LENGTH + timedelta(hours=1)
+    return store.user_ids_with_events_between(since.checked_at - WINDOW_LENGTH, first_at_most)
 
 
 def _record_user(
-    user_id: int, changed_from: datetime, now: datetime, frozen_before: datetime | None
+    user_id: int,
+    changed_from: datetime,
+    now: datetime,
+    since: Progress,
+    frozen_before: datetime | None,
 ) -> None:
     """Recompute the user's windows from where each alignment's chain of windows restarts
-    before ``changed_from``, and record the finished ones."""
+    before ``changed_from``, and record the finished ones that are new or changed."""
     starts = {
         align: _restart_point(user_id, align, changed_from, now, frozen_before)
         for align in WindowAlign
@@ -70,7 +88,8 @@ def _record_user(
     counted = sorted((e for e in events if e.counted), key=lambda e: e.record.timestamp)
     for align, start in starts.items():
         after_start = [e for e in counted if e.record.timestamp >= start]
-        _record_windows(user_id, align, after_start, start, now)
+        unchanged_before = min(since.checked_at, changed_from) if since.checked_at else None
+        _record_windows(user_id, align, after_start, start, now, unchanged_before)
 
 
 def _restart_point(
@@ -93,11 +112,17 @@ def _restart_point(
 
 
 def _record_windows(
-    user_id: int, align: WindowAlign, events: list[UsageEvent], start: datetime, now: datetime
+    user_id: int,
+    align: WindowAlign,
+    events: list[UsageEvent],
+    start: datetime,
+    now: datetime,
+    unchanged_before: datetime | None,
 ) -> None:
     """Save the finished windows of ``events`` (in time order, from a restart point on) and
     delete the recorded windows from ``start`` on that no longer exist (later data moved
-    them)."""
+    them). A window that ended before ``unchanged_before`` was saved by an earlier tick and
+    holds nothing new."""
     windows = split_into_windows([e.record.timestamp for e in events], align)
     finished = [window for window in windows if window.end <= now]
     stamps = [event.record.timestamp for event in events]
@@ -105,6 +130,8 @@ def _record_windows(
     for window in finished:  # the windows partition the events, in order
         inside = events[taken : bisect_right(stamps, window.end, lo=taken)]
         taken += len(inside)
+        if unchanged_before is not None and window.end < unchanged_before:
+            continue
         side_tables.save_completed_window(
             user_id=user_id,
             align=align.value,

@@ -339,10 +339,10 @@ def earliest_times_after(position: int) -> dict[int, datetime]:
     return dict(rows.annotate(earliest=Min("occurred_at")).values_list("user_id", "earliest"))
 
 
-def user_ids_with_events_since(moment: datetime) -> list[int]:
-    """Users with an event that happened after ``moment``."""
-    rows = LoggedEvent.objects.filter(occurred_at__gt=moment).values_list("user_id", flat=True)
-    return list(rows.distinct().order_by())
+def user_ids_with_events_between(after: datetime, until: datetime) -> list[int]:
+    """Users with an event that happened in (after, until]."""
+    rows = LoggedEvent.objects.filter(occurred_at__gt=after, occurred_at__lte=until)
+    return list(rows.values_list("user_id", flat=True).distinct().order_by())
 
 
 def delete_older_than(cutoff: datetime) -> dict[int, int]:

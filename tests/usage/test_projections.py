@@ -295,6 +295,23 @@ def test_catching_up_twice_applies_each_event_once(user: User) -> None:
     assert projected_totals(user.pk)["n"] == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_catching_up_reads_the_log_batch_after_batch_to_its_end(user: User) -> None:
+    usage = dict.fromkeys(COUNT_FIELDS, 1)
+    first = NOW - timedelta(hours=3)
+    sent = [
+        Message(f"msg_{i}", "req", first + timedelta(seconds=i), SONNET, usage, "s", "/p")
+        for i in range(2 * projector.CATCH_UP_BATCH + 3)
+    ]
+    ingest(user.pk, "laptop", [transcript_line(message, "full", 0) for message in sent])
+    built = dump_projection(user.pk)
+    redis_store.drop_user(user.pk)  # Redis lost it: the whole log is read back
+
+    assert projector.catch_up(user.pk) == store.last_position(user.pk)
+    assert projected_totals(user.pk)["n"] == len(sent)
+    assert dump_projection(user.pk) == built
+
+
 # --- Redis forgetting --------------------------------------------------------------------
 
 READ_ENDPOINTS = ["dashboard/", "stats/", "timeseries/?interval=1hour", "projects/"]
