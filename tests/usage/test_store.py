@@ -19,7 +19,7 @@ from pytest_django.fixtures import Settings
 
 from tests.usage.projection_dump import dump_projection
 from usage import services, store
-from usage.events import UsageEvent
+from usage.events import EventKind, UsageEvent
 from usage.models import LoggedEvent
 from usage.projection import projector, redis_store
 
@@ -189,6 +189,55 @@ def test_a_read_back_event_carries_everything_that_was_appended(user: User) -> N
     assert event.record.project_path == "/home/alice/rest-api"
     assert event.cost_nanos > 0
     assert event.priced is True
+
+
+@pytest.mark.django_db
+def test_an_event_read_back_equals_the_event_appended_field_for_field(user: User) -> None:
+    record = assistant_record("msg_1", NOW - timedelta(minutes=3), input_tokens=7)
+    record["isSidechain"] = True
+    ingest(user.pk, [record])
+    (logged,) = store.events_after(user.pk, 0)
+    copy = logged._replace(
+        kind=EventKind.REVISED, revision=1, cost_nanos=123, priced=False, recorded_at=NOW
+    )
+
+    with store.appending():
+        pending = store.prepare([copy])
+        positions = store.append_prepared(pending)
+
+    (appended,) = store.positioned(pending, positions)
+    assert store.events_after(user.pk, logged.position or 0) == [appended]
+    assert store.latest_events(user.pk, ["msg_1"]) == [appended]  # the dedupe's own query
+    # and each value sits in its own column, as the ORM (and any SQL reader) sees it
+    row = LoggedEvent.objects.get(position=positions[0])
+    counts = (row.input_tokens, row.output_tokens, row.cache_read_tokens)
+    assert (row.kind, row.revision, row.cost_nanos, row.priced) == ("usage_revised", 1, 123, False)
+    assert (row.recorded_at, row.occurred_at) == (NOW, NOW - timedelta(minutes=3))
+    assert counts == (7, 50, 0)
+    assert (row.message_id, row.request_id, row.host) == ("msg_1", "req_1", "laptop")
+
+
+def test_the_column_table_names_every_column_of_the_log_but_the_position() -> None:
+    fields = {field.column for field in LoggedEvent._meta.concrete_fields}
+
+    assert {column.name for column in store.COLUMNS} == fields - {"position"}
+    assert len(store.COLUMNS) == len(fields) - 1
+
+
+@pytest.mark.django_db
+def test_the_column_tables_types_are_the_databases_types() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the binary COPY's types are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name, udt_name FROM information_schema.columns WHERE table_name = %s",
+            [LoggedEvent._meta.db_table],
+        )
+        types = dict(cursor.fetchall())
+
+    assert {column.name: column.pg_type for column in store.COLUMNS} == {
+        name: udt for name, udt in types.items() if name != "position"
+    }
 
 
 # --- retention -----------------------------------------------------------------------------

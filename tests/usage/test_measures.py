@@ -1,0 +1,118 @@
+"""The table of measures: every measure is read from events and summed by every projection.
+
+Parametrized over ``MEASURES``: a new measure is tested end to end by its line in the table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from usage import services, store
+from usage.events import EventKind, UsageEvent, UsageRecord
+from usage.measures import FIELDS, MEASURES, Measure, Totals, sum_totals, values_of
+from usage.projection import redis_store
+
+NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
+SONNET = "claude-sonnet-4-5-20250929"
+
+
+def an_event(input_tokens: int = 3) -> UsageEvent:
+    record = UsageRecord(
+        message_id="m",
+        request_id="r",
+        timestamp=NOW,
+        model=SONNET,
+        input_tokens=input_tokens,
+        output_tokens=5,
+        cache_creation_5m_tokens=7,
+        cache_creation_1h_tokens=11,
+        cache_read_tokens=13,
+        session_id="s",
+        project_path="/p",
+        is_sidechain=False,
+        host="h",
+    )
+    return UsageEvent(EventKind.RECORDED, 1, 0, record, 17, True, NOW)
+
+
+def test_totals_follow_the_table_in_order() -> None:
+    assert Totals._fields == tuple(measure.name for measure in MEASURES)
+
+
+def test_every_measure_has_a_redis_field_of_its_own() -> None:
+    assert len(set(FIELDS)) == len(FIELDS)
+    assert all("|" not in field and field not in ("first", "last") for field in FIELDS)
+
+
+def test_an_events_values_are_its_usage_by_measure() -> None:
+    assert Totals._make(values_of(an_event())) == Totals(
+        input_tokens=3,
+        output_tokens=5,
+        cache_creation_tokens=18,
+        cache_read_tokens=13,
+        messages=1,
+        cost_nanos=17,
+    )
+
+
+def test_events_sum_measure_by_measure() -> None:
+    summed = sum_totals([an_event(), an_event(input_tokens=100)])
+
+    assert summed == Totals(103, 10, 36, 26, 2, 34)
+    assert sum_totals([]) == Totals()
+
+
+def transcript_line(message_id: str, at: datetime, model: str) -> dict[str, object]:
+    return {
+        "timestamp": at.isoformat(),
+        "sessionId": "session-1",
+        "cwd": "/home/alice/api",
+        "requestId": f"req_{message_id}",
+        "message": {
+            "id": message_id,
+            "model": model,
+            "usage": {
+                "input_tokens": 3,
+                "output_tokens": 5,
+                "cache_creation_input_tokens": 18,
+                "cache_creation": {"ephemeral_1h_input_tokens": 11},
+                "cache_read_input_tokens": 13,
+            },
+        },
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(USAGE_RETENTION_HOURS=0)
+@pytest.mark.parametrize("measure", MEASURES, ids=[measure.name for measure in MEASURES])
+def test_every_projection_sums_the_measure(user: User, measure: Measure) -> None:
+    lines = [
+        transcript_line("a", NOW - timedelta(minutes=90), SONNET),
+        transcript_line("b", NOW - timedelta(minutes=2), SONNET),
+        transcript_line("c", NOW - timedelta(minutes=1), "claude-opus-4-1-20250805"),
+    ]
+    services.ingest_records(user_id=user.pk, records=lines, host="laptop", now=NOW)
+    events = store.events_after(user.pk, 0)
+    expected = getattr(sum_totals(events), measure.name)
+    by_model = {
+        model: getattr(sum_totals(e for e in events if e.record.model == model), measure.name)
+        for model in {e.record.model for e in events}
+    }
+
+    totals, models = redis_store.totals(user.pk)
+    day = int((NOW - timedelta(days=1)).timestamp()) // 3600 * 3600
+    two_days = (day, day + 2 * 86_400)
+    [(in_ranges, models_in_ranges)] = redis_store.sum_ranges(user.pk, [two_days], with_models=True)
+    [(without_models, _)] = redis_store.sum_ranges(user.pk, [two_days])
+    [project] = redis_store.projects(user.pk)
+    [session] = redis_store.sessions(user.pk, project.project_id)
+    [host] = redis_store.hosts(user.pk)
+
+    for found in (totals, in_ranges, without_models, project.totals, session.totals, host.totals):
+        assert getattr(found, measure.name) == expected
+    for per_model in (models, models_in_ranges):
+        assert {name: getattr(t, measure.name) for name, t in per_model.items()} == by_model
