@@ -44,8 +44,8 @@ class InvalidRecord(ValueError):
 class UsageRecord(NamedTuple):
     """One assistant response's usage, as Claude Code reported it.
 
-    A NamedTuple, not a frozen dataclass: just as immutable, and built in a fifth of the
-    time, which the ingest pays once per record."""
+    A NamedTuple, not a frozen dataclass: just as immutable, and much cheaper to build,
+    which the ingest pays once per record."""
 
     message_id: str
     request_id: str  # "" when the line has none (older versions, <synthetic> records)
@@ -216,7 +216,7 @@ class UsageEvent(NamedTuple):
 
     def at_position(self, position: int) -> UsageEvent:
         """This event as the log stored it: every field kept, ``position`` set. (Not
-        ``_replace``, which is several times slower: the ingest calls this once per record.)"""
+        ``_replace``, which is slower: the ingest calls this once per record.)"""
         return tuple.__new__(UsageEvent, (*self[:_POSITION], position, *self[_POSITION + 1 :]))
 
 

@@ -10,10 +10,9 @@ class LoggedEvent(models.Model):
     Database triggers refuse UPDATE; DELETE is only for retention."""
 
     position = models.BigAutoField(primary_key=True)
-    # No foreign key constraint in the database: its check, one per row at commit, ran under
-    # the append lock that serialises every ingest (about 8 ms of a 1,000-record ingest in
-    # bench.ingest_phases, BENCHMARKS.md). The ids come from authenticated users only, and
-    # deleting a user still deletes its events (Django cascades in Python).
+    # No foreign key constraint in the database: its check, one per row at commit, would run
+    # under the append lock that serialises every ingest. The ids come from authenticated
+    # users only, and deleting a user still deletes its events (Django cascades in Python).
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,

@@ -126,11 +126,11 @@ def _logged_with_message_ids_postgresql(user_id: int, ids: list[str]) -> list[Us
 
     Before autovacuum first analyses the table (a minute or more after it fills), the
     planner guesses a user has a few dozen rows and answers ``message_id IN (...)``, or a
-    plain join of the ids, with a scan of all the user's rows: 13-56 ms per 1,000 ids at
-    100,000 rows, growing with the log. The LATERAL subquery with ``OFFSET 0`` cannot be
-    flattened into such a join, so each id is one index lookup: 3 ms for 1,000 ids on the
-    same table, present or not. Which index it probes is still the statistics' choice; on
-    a table of a few thousand rows without any it took the wrong one (see ``_Statistics``)."""
+    plain join of the ids, with a scan of all the user's rows, which grows with the log.
+    The LATERAL subquery with ``OFFSET 0`` cannot be flattened into such a join, so each
+    id is one index lookup, present or not. Which index it probes is still the statistics'
+    choice; on a table of a few thousand rows without any it took the wrong one (see
+    ``_Statistics``)."""
     if not ids:
         return []
     with connection.cursor() as cursor:
@@ -200,8 +200,7 @@ _TABLE = LoggedEvent._meta.db_table
 
 def _append_postgresql(rows: list[Sequence[object]]) -> list[int]:
     """Binary COPY on Django's connection (same transaction): the fastest way into
-    PostgreSQL. The binary format spares psycopg the text formatting of every value: 12.6
-    against 7.5 ms of worker CPU per 1,000-record insert (BENCHMARKS.md, section 1). Under
+    PostgreSQL; the binary format spares psycopg the text formatting of every value. Under
     the append lock the new positions are exactly those above the previous maximum
     (sequence values only grow)."""
     import psycopg
@@ -237,9 +236,9 @@ class _Statistics:
     A new install's first backfill is a burst into an empty table, and autovacuum analyses
     it a minute or more later. Until then the planner guesses that a user has a few dozen
     rows and probes the dedupe query through ``usage_event_user_position``, reading every
-    row of the user for each id: 68 ms per 1,000-record batch at 2,000 rows, 200 ms at
-    4,000, quadratic. One ANALYZE (a few ms: it samples at most 30,000 rows) settles it for
-    good; autovacuum keeps the statistics current afterwards. Checked once per process
+    row of the user for each id: a backfill's batches slow down quadratically. One ANALYZE
+    (it samples a bounded number of rows) settles it for good; autovacuum keeps the
+    statistics current afterwards. Checked once per process
     until the statistics exist; the ANALYZE runs after the commit, outside the append lock.
     """
 

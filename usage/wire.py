@@ -10,7 +10,7 @@ otherwise; ``tests/usage/test_wire.py`` compares the two on every sample line an
 generated lines.
 
 One deliberate difference: bytes that are not UTF-8 inside a field the log does not keep
-(the message's text, say) no longer make the whole line malformed. Its usage counts, as
+(the message's text, say) do not make the whole line malformed here. Its usage counts, as
 ccusage counts it and as the agent reads it.
 """
 
