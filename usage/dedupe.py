@@ -35,11 +35,13 @@ class Entry(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """One event to append. For a retraction ``record`` is the copy being withdrawn."""
+    """One event to append. For a retraction ``record`` is the copy being withdrawn.
+    ``source`` is the index, among the records decided on, of the record that caused it."""
 
     kind: EventKind
     record: UsageRecord
     revision: int
+    source: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,8 @@ def decide(records: Sequence[UsageRecord], logged: Iterable[Entry]) -> Outcome:
     ledger = _Ledger(logged)
     decisions: list[Decision] = []
     duplicates = 0
-    for record in records:
-        made = ledger.add(record)
+    for index, record in enumerate(records):
+        made = ledger.add(record, index)
         if made:
             decisions.extend(made)
         else:
@@ -70,22 +72,23 @@ class _Ledger:
         for entry in logged:
             self._put(entry)
 
-    def add(self, record: UsageRecord) -> list[Decision]:
-        """The events ``record`` causes; empty when it is a duplicate."""
+    def add(self, record: UsageRecord, source: int) -> list[Decision]:
+        """The events ``record`` (the ``source``-th of the batch) causes; empty when it is a
+        duplicate."""
         existing = self._entries.get((record.message_id, record.request_id))
         if existing is not None:
-            made = self._revise(existing, record)
+            made = self._revise(existing, record, source)
         elif record.is_sidechain and self._has_parent_copy(record.message_id):
             return []
         else:
-            made = [self._record(record)]
+            made = [self._record(record, source)]
         # Also after a revision: a parent's copy can arrive under a key that so far held a
         # sidechain copy, and it then retracts the message's other sidechain copies too.
         if made and not record.is_sidechain:
-            made.extend(self._retract_sidechain_copies(record.message_id))
+            made.extend(self._retract_sidechain_copies(record.message_id, source))
         return made
 
-    def _revise(self, existing: Entry, record: UsageRecord) -> list[Decision]:
+    def _revise(self, existing: Entry, record: UsageRecord, source: int) -> list[Decision]:
         if existing.counted:
             if not _preferred(record, existing.record):
                 return []
@@ -95,13 +98,13 @@ class _Ledger:
         # it would have had it arrived before the retraction.
         entry = Entry(record=record, revision=existing.revision + 1, counted=True)
         self._put(entry)
-        return [Decision(EventKind.REVISED, record, entry.revision)]
+        return [Decision(EventKind.REVISED, record, entry.revision, source)]
 
-    def _record(self, record: UsageRecord) -> Decision:
+    def _record(self, record: UsageRecord, source: int) -> Decision:
         self._put(Entry(record=record, revision=0, counted=True))
-        return Decision(EventKind.RECORDED, record, 0)
+        return Decision(EventKind.RECORDED, record, 0, source)
 
-    def _retract_sidechain_copies(self, message_id: str) -> list[Decision]:
+    def _retract_sidechain_copies(self, message_id: str, source: int) -> list[Decision]:
         if message_id not in self._with_sidechain_copies:
             return []
         made = []
@@ -110,7 +113,9 @@ class _Ledger:
             if entry.record.is_sidechain and entry.counted:
                 retracted = entry._replace(revision=entry.revision + 1, counted=False)
                 self._put(retracted)
-                made.append(Decision(EventKind.RETRACTED, entry.record, retracted.revision))
+                made.append(
+                    Decision(EventKind.RETRACTED, entry.record, retracted.revision, source)
+                )
         return made
 
     def _has_parent_copy(self, message_id: str) -> bool:

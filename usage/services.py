@@ -50,17 +50,16 @@ def ingest_records(
     parsed, rejected, skipped, expired = _parse(records, host=host, now=now)
     # Priced, and each record's event and row built, here: outside the lock that
     # serialises every ingest of every process. Most records are new messages, whose event
-    # is this one; keyed by identity, as the decisions carry these very records.
-    prepared = store.prepare(_first_copy(user_id, record, now) for record in parsed)
-    first_copies = dict(zip(map(id, parsed), prepared, strict=True))
+    # is this one: the decision that records ``parsed[i]`` takes ``first_copies[i]``.
+    first_copies = store.prepare(_first_copy(user_id, record, now) for record in parsed)
     with store.appending():
         logged = store.latest_entries(user_id, {record.message_id for record in parsed})
         outcome = decide(parsed, logged)
         after = store.last_position(user_id)
         pending = [
-            first_copies[id(decision.record)]
+            first_copies[decision.source]
             if decision.kind is EventKind.RECORDED
-            else store.prepare([_event(user_id, decision, now)])[0]
+            else store.prepare([_decided(user_id, decision, now)])[0]
             for decision in outcome.decisions
         ]
         positions = store.append_prepared(pending)
@@ -161,12 +160,17 @@ def _cost(record: UsageRecord) -> int | None:
 
 def _first_copy(user_id: int, record: UsageRecord, now: datetime) -> UsageEvent:
     """The event of a record that is the first copy of its message: the usual case."""
-    return _event(user_id, Decision(EventKind.RECORDED, record, 0), now)
+    return _event(user_id, EventKind.RECORDED, record, 0, now)
 
 
-def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
-    record = decision.record
-    if decision.kind is EventKind.RETRACTED:
+def _decided(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
+    return _event(user_id, decision.kind, decision.record, decision.revision, now)
+
+
+def _event(
+    user_id: int, kind: EventKind, record: UsageRecord, revision: int, now: datetime
+) -> UsageEvent:
+    if kind is EventKind.RETRACTED:
         # The withdrawn copy's identity, none of its usage.
         record = record._replace(
             input_tokens=0,
@@ -177,9 +181,9 @@ def _event(user_id: int, decision: Decision, now: datetime) -> UsageEvent:
         )
     cost = _cost(record)
     return UsageEvent(
-        kind=decision.kind,
+        kind=kind,
         user_id=user_id,
-        revision=decision.revision,
+        revision=revision,
         record=record,
         cost_nanos=cost or 0,
         priced=cost is not None,
