@@ -67,7 +67,7 @@ def _origin_allowed(scope: dict[str, Any]) -> bool:
         return True  # not a browser: no cross-site request to forge
     if origin in settings.CORS_ALLOWED_ORIGINS:
         return True
-    # Fix: compare the host as ALLOWED_HOSTS spells it. urlsplit().hostname drops the
-    # brackets of an IPv6 address, so "http://[::1]:8000" never matched "[::1]".
+    # The host as ALLOWED_HOSTS spells it: urlsplit().hostname drops the brackets of an
+    # IPv6 address, and "http://[::1]:8000" would never match "[::1]".
     host, _port = split_domain_port(urlsplit(origin).netloc)
     return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)

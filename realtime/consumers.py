@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -22,7 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import close_old_connections
 
-from realtime.hub import Snapshot, hub
+from realtime.hub import Hub, Snapshot
 from usage import selectors
 from usage.api.serializers import DashboardParams
 from usage.notify import user_group
@@ -37,14 +37,18 @@ MAX_CLIENT_FRAME_BYTES = 4096
 # interval; past this many rounds it gives up and the resync starts it again.
 MAX_SEND_ROUNDS = 8
 
-
-def now() -> datetime:
-    """The consumers' clock; tests replace it."""
-    return datetime.now(tz=UTC)
+Clock = Callable[[], datetime]  # the wall clock dashboards are computed at (aware, UTC)
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     user_id: int
+
+    def __init__(self, *, hub: Hub, clock: Clock) -> None:
+        """Channels builds one consumer per connection, with the keyword arguments given to
+        ``as_asgi``: ``realtime.routing`` passes the process's hub and the system clock."""
+        super().__init__()
+        self.hub = hub
+        self.clock = clock
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -64,20 +68,20 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.last_sent_at = 0.0
         self.sender: asyncio.Task[None] | None = None
         self.reset_timer: asyncio.TimerHandle | None = None
-        # Fix: the loop holds only weak references to tasks; keep ours until they end.
+        # The loop holds only weak references to tasks: ours are kept here until they end.
         self.tasks: set[asyncio.Task[None]] = set()
         self.connected = True
         await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         await self.accept()
-        hub.join(self)
-        hub.ensure_resync(_resync_seconds(), _read_checkpoints)
+        self.hub.join(self)
+        self.hub.ensure_resync(settings.USAGE_WS_RESYNC_SECONDS, _read_checkpoints)
         await self.send_snapshot(force=True)
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "user_id"):
             return
         self.connected = False
-        hub.leave(self)
+        self.hub.leave(self)
         if self.reset_timer is not None:
             self.reset_timer.cancel()
         if self.sender is not None:
@@ -87,7 +91,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # Fix: the limit is on bytes, as sent; a character can take up to four of them.
+        # The limit is on bytes as sent, not on characters: one character can take four.
         size = len((text_data or "").encode()) + len(bytes_data or b"")
         if size > MAX_CLIENT_FRAME_BYTES:
             await self.send_error(
@@ -148,10 +152,10 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if not self.connected:
             return
         self.wanted_position = max(self.wanted_position, position)
-        # Fix: start a sender whenever the sent position is behind the wanted one, not only
-        # for a new prompt. A prompt that arrives while a snapshot is being computed only
-        # raises wanted_position and may not be in that snapshot; before, nothing (not even
-        # the resync, whose wake was then "stale") ever sent it.
+        # A sender starts whenever the sent position is behind the wanted one, not only for
+        # a new prompt: a prompt that arrives while a snapshot is being computed only raises
+        # wanted_position and may not be in that snapshot, and nothing else would send it
+        # (not even the resync, whose wake is then "stale").
         if self.wanted_position > self.sent_position and (
             self.sender is None or self.sender.done()
         ):
@@ -160,10 +164,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     async def _send_when_due(self) -> None:
         # Rounds until the sent snapshot covers wanted_position (see wake); every round
         # after the first waits a full interval, so a projection that lags cannot spin.
+        interval = settings.USAGE_WS_MIN_INTERVAL_SECONDS
         for round_number in range(MAX_SEND_ROUNDS):
-            delay = self.last_sent_at + _min_interval() - time.monotonic()
-            if round_number:
-                delay = _min_interval()
+            delay = interval if round_number else self.last_sent_at + interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             await self.send_snapshot(force=False)
@@ -171,15 +174,15 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 return
 
     async def send_snapshot(self, *, force: bool) -> None:
-        # Fix: the settings are bound now. The hub runs the computation in a task of its
-        # own, which may start after a "configure" changed self.hours: it must compute for
+        # The settings are bound now: the hub runs the computation in a task of its own,
+        # which may start after a "configure" changed self.hours, and it must compute for
         # the key it is cached under.
         key = self.snapshot_key()
         try:
-            snapshot = await hub.snapshot(
+            snapshot = await self.hub.snapshot(
                 key,
                 min_position=max(self.wanted_position, 0),
-                max_age=0.0 if force else _min_interval(),
+                max_age=0.0 if force else settings.USAGE_WS_MIN_INTERVAL_SECONDS,
                 compute=partial(self.compute_snapshot, self.hours, self.limits),
             )
         except Exception:
@@ -201,7 +204,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         return (self.user_id, settings_key)
 
     async def compute_snapshot(self, hours: float, limits: LimitSettings) -> Snapshot:
-        moment = now()
+        moment = self.clock()
         position, dashboard = await sync_to_async(_dashboard_with_position, thread_sensitive=False)(
             user_id=self.user_id, now=moment, hours=hours, limits=limits
         )
@@ -221,7 +224,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             self.reset_timer = None
         if next_reset_at is None:
             return
-        delay = max(next_reset_at - now().timestamp(), 0) + 0.05
+        delay = max(next_reset_at - self.clock().timestamp(), 0) + 0.05
         loop = asyncio.get_running_loop()
         self.reset_timer = loop.call_later(delay, self._on_reset)
 
@@ -247,12 +250,12 @@ def _reset_epoch(dashboard: dict[str, Any]) -> float | None:
 
 
 def _dashboard_with_position(**arguments: Any) -> tuple[int, dict[str, object]]:
-    """Fix: runs on one of the event loop's executor threads, which no request cycle cleans
-    up. The selector reads the database (official limits, catch-up), and the connection it
-    opens must go back to the PostgreSQL pool here: otherwise every such thread keeps one
-    checked out for good (and a broken one after a database restart). Closing inside the
-    call matters: channels' database_sync_to_async closes outside it and, measured under
-    pytest, did not see this connection."""
+    """Runs on one of the event loop's executor threads, which no request cycle cleans up.
+    The selector reads the database (official limits, catch-up), and the connection it opens
+    must go back to the PostgreSQL pool here, or every such thread keeps one checked out for
+    good (and a broken one after a database restart). It is closed inside the call because
+    channels' database_sync_to_async closes outside it and, measured under pytest, did not
+    see this connection."""
     try:
         return selectors.dashboard_with_position(**arguments)
     finally:
@@ -261,11 +264,3 @@ def _dashboard_with_position(**arguments: Any) -> tuple[int, dict[str, object]]:
 
 async def _read_checkpoints(user_ids: list[int]) -> dict[int, int]:
     return await sync_to_async(selectors.checkpoints, thread_sensitive=False)(user_ids)
-
-
-def _min_interval() -> float:
-    return float(getattr(settings, "USAGE_WS_MIN_INTERVAL_SECONDS", 0.25))
-
-
-def _resync_seconds() -> float:
-    return float(getattr(settings, "USAGE_WS_RESYNC_SECONDS", 2.0))

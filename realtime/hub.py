@@ -1,4 +1,5 @@
-"""Per-process bookkeeping for dashboard connections.
+"""Per-process bookkeeping for dashboard connections. ``realtime.routing`` builds the
+process's one hub and hands it to every consumer it starts.
 
 - Snapshots are computed once per (user, settings) and change, and shared by every
   connection that wants them, instead of once per connection.
@@ -73,10 +74,9 @@ class Hub:
         return await self._compute(key, compute)
 
     async def _compute(self, key: SnapshotKey, compute: Compute) -> Snapshot:
-        # Fix: the computation runs in a task of its own. It is shared by every connection
-        # waiting for it, and one waiter going away (a closed socket cancels its sender)
-        # used to cancel it and hand every other waiter a CancelledError, which killed
-        # their consumers. Each waiter now only stops waiting.
+        # A task of its own, awaited through a shield: every connection with this key waits
+        # for it, and one waiter going away (a closed socket cancels its sender) must only
+        # stop waiting, not cancel the work and hand the others a CancelledError.
         task: asyncio.Task[Snapshot] = asyncio.get_running_loop().create_task(compute())
         self._computing[key] = task
         task.add_done_callback(partial(self._computed, key))
@@ -122,6 +122,3 @@ ReadCheckpoints = Callable[[list[int]], Awaitable[dict[int, int]]]
 
 def _age(snapshot: Snapshot) -> float:
     return time.monotonic() - snapshot.computed_at
-
-
-hub = Hub()

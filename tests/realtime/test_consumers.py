@@ -1,6 +1,7 @@
-"""``/ws/claude-usage/`` through the real ASGI application: real Redis (projections and the
-channel layer), the real database, real ingests through the REST API. Only the clock is
-fake, and it is the same clock for the REST views and the consumers.
+"""``/ws/claude-usage/`` through the real WebSocket application, built as production builds
+it but around a hub of the test's own: real Redis (projections and the channel layer), the
+real database, real ingests through the REST API. Only the clock is fake, and it is the same
+clock for the REST views and the consumers.
 
 Every wait for a frame is bounded by a generous timeout; nothing here asserts a latency.
 """
@@ -27,9 +28,9 @@ from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from backend.asgi import application
 from realtime import consumers
 from realtime.hub import Compute, Hub, Snapshot, SnapshotKey
+from realtime.routing import build_websocket_application
 from tests.conftest import Clock, client_for
 from usage import selectors
 
@@ -44,15 +45,16 @@ TIMEOUT = 10.0  # generous: a bound on waiting, never an expectation of speed
 NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
 
 Frame = dict[str, Any]
+Application = Any  # an ASGI application (channels has no type hints)
 
 
 # --- fixtures ----------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
-def _isolated_realtime(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A channel layer of its own (the prefix is read when the layer is built) and a fresh
-    hub, so no prompt, cached snapshot or resync loop leaks between tests."""
+def _isolated_channel_layer(settings: Settings) -> Iterator[None]:
+    """A channel layer of its own (the prefix is read when the layer is built), so no prompt
+    leaks between tests."""
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
@@ -60,21 +62,28 @@ def _isolated_realtime(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> I
         }
     }
     channel_layers.backends.clear()
-    monkeypatch.setattr(consumers, "hub", Hub())
     yield
     channel_layers.backends.clear()
 
 
-@pytest.fixture(autouse=True)
-def _one_clock(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The consumers read the same fake clock as the REST views."""
-    monkeypatch.setattr(consumers, "now", clock)
-    return clock
+@pytest.fixture
+def app(clock: Clock) -> Application:
+    """The WebSocket application around a hub of this test's own (no cached snapshot or
+    resync loop leaks between tests), reading the same fake clock as the REST views."""
+    return build_websocket_application(hub=Hub(), clock=clock)
 
 
 @pytest.fixture
 def token(api: APIClient, user: User) -> str:
     return str(Token.objects.get(user=user).key)
+
+
+@pytest.fixture
+def deactivated_token(token: str, user: User) -> str:
+    """Alice's token, kept after her account was deactivated."""
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    return token
 
 
 @pytest.fixture
@@ -140,10 +149,10 @@ def without_envelope(frame: Frame) -> Frame:
 
 @asynccontextmanager
 async def dashboard(
-    path: str = WS_PATH, headers: Sequence[tuple[bytes, bytes]] = ()
+    app: Application, path: str = WS_PATH, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> AsyncIterator[Any]:
     """A connected WebSocket client, always disconnected afterwards."""
-    communicator = WebsocketCommunicator(application, path, headers=list(headers))
+    communicator = WebsocketCommunicator(app, path, headers=list(headers))
     try:
         connected, _ = await communicator.connect(timeout=TIMEOUT)
         assert connected
@@ -177,6 +186,19 @@ async def assert_still_answers_ping(communicator: Any) -> None:
     assert await next_frame(communicator) == {"type": "pong"}
 
 
+async def assert_closed_with_4401_and_nothing_sent(
+    app: Application, path: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    communicator = WebsocketCommunicator(app, path, headers=headers)
+
+    await communicator.connect(timeout=TIMEOUT)
+    first_output = await communicator.receive_output(timeout=TIMEOUT)
+
+    assert first_output == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect(timeout=TIMEOUT)
+
+
 def session_cookie(user: User) -> bytes:
     browser = Client()
     browser.force_login(user)
@@ -187,26 +209,32 @@ def session_cookie(user: User) -> bytes:
 # --- authentication ----------------------------------------------------------------------
 
 
-async def test_a_token_in_the_query_string_authenticates(api: APIClient, token: str) -> None:
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+async def test_a_token_in_the_query_string_authenticates(
+    app: Application, api: APIClient, token: str
+) -> None:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         frame = await next_frame(ws)
 
     assert frame["type"] == "dashboard"
 
 
-async def test_an_authorization_token_header_authenticates(api: APIClient, token: str) -> None:
-    async with dashboard(headers=[(b"authorization", f"Token {token}".encode())]) as ws:
+async def test_an_authorization_token_header_authenticates(
+    app: Application, api: APIClient, token: str
+) -> None:
+    async with dashboard(app, headers=[(b"authorization", f"Token {token}".encode())]) as ws:
         frame = await next_frame(ws)
 
     assert frame["type"] == "dashboard"
 
 
 @pytest.mark.parametrize("origin", [b"http://localhost:8000", b"http://[::1]:8000"])
-async def test_a_session_from_an_allowed_origin_authenticates(user: User, origin: bytes) -> None:
+async def test_a_session_from_an_allowed_origin_authenticates(
+    app: Application, user: User, origin: bytes
+) -> None:
     cookie = await sync_to_async(session_cookie)(user)
     headers = [(b"cookie", cookie), (b"origin", origin)]
 
-    async with dashboard(headers=headers) as ws:
+    async with dashboard(app, headers=headers) as ws:
         frame = await next_frame(ws)
 
     assert frame["type"] == "dashboard"
@@ -222,7 +250,7 @@ async def test_a_session_from_an_allowed_origin_authenticates(user: User, origin
     ],
 )
 async def test_without_valid_credentials_the_socket_is_closed_with_4401_and_nothing_sent(
-    user: User, credentials: str
+    app: Application, user: User, credentials: str
 ) -> None:
     path, headers = WS_PATH, []
     if credentials == "bad-query-token":
@@ -232,25 +260,30 @@ async def test_without_valid_credentials_the_socket_is_closed_with_4401_and_noth
     elif credentials == "session-from-foreign-origin":
         cookie = await sync_to_async(session_cookie)(user)
         headers = [(b"cookie", cookie), (b"origin", b"https://evil.example")]
-    communicator = WebsocketCommunicator(application, path, headers=headers)
 
-    await communicator.connect(timeout=TIMEOUT)
-    first_output = await communicator.receive_output(timeout=TIMEOUT)
+    await assert_closed_with_4401_and_nothing_sent(app, path, headers)
 
-    assert first_output == {"type": "websocket.close", "code": 4401}
-    assert await communicator.receive_nothing(timeout=0.2)
-    await communicator.disconnect(timeout=TIMEOUT)
+
+@pytest.mark.parametrize("where", ["query-string", "authorization-header"])
+async def test_a_deactivated_users_token_is_closed_with_4401_and_nothing_sent(
+    app: Application, deactivated_token: str, where: str
+) -> None:
+    path, headers = f"{WS_PATH}?token={deactivated_token}", []
+    if where == "authorization-header":
+        path, headers = WS_PATH, [(b"authorization", f"Token {deactivated_token}".encode())]
+
+    await assert_closed_with_4401_and_nothing_sent(app, path, headers)
 
 
 # --- snapshots ---------------------------------------------------------------------------
 
 
 async def test_the_first_snapshot_has_exactly_the_rest_dashboard_keys_plus_type_and_position(
-    api: APIClient, token: str
+    app: Application, api: APIClient, token: str
 ) -> None:
     answer = await ingest(api, [record(1, at=NOW - timedelta(minutes=30))])
 
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         frame = await next_frame(ws)
     rest = await rest_dashboard(api)
 
@@ -261,10 +294,10 @@ async def test_the_first_snapshot_has_exactly_the_rest_dashboard_keys_plus_type_
 
 
 async def test_an_ingest_through_the_api_pushes_a_snapshot_that_includes_it(
-    api: APIClient, token: str
+    app: Application, api: APIClient, token: str
 ) -> None:
     await ingest(api, [record(1, at=NOW - timedelta(minutes=50))])
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         first = await next_frame(ws)
 
         answer = await ingest(
@@ -284,13 +317,13 @@ async def test_an_ingest_through_the_api_pushes_a_snapshot_that_includes_it(
 
 
 async def test_a_burst_of_ingests_is_coalesced_and_the_last_frame_has_every_event(
-    api: APIClient, token: str, settings: Settings
+    app: Application, api: APIClient, token: str, settings: Settings
 ) -> None:
     # One frame per second at most: a burst of six ingests, unless it takes longer than
     # five seconds, cannot be sent as six frames.
     settings.USAGE_WS_MIN_INTERVAL_SECONDS = 1.0
     burst = 6
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         first = await next_frame(ws)
         answers = [
             await ingest(api, [record(n, at=NOW - timedelta(minutes=30 - n))]) for n in range(burst)
@@ -311,10 +344,10 @@ async def test_a_burst_of_ingests_is_coalesced_and_the_last_frame_has_every_even
 
 
 async def test_configure_answers_with_a_snapshot_under_the_new_settings(
-    api: APIClient, token: str
+    app: Application, api: APIClient, token: str
 ) -> None:
     await ingest(api, [record(1, at=NOW - timedelta(minutes=90), input_tokens=5000)])
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         default = await next_frame(ws)
 
         await send(ws, {"action": "configure", "hours": 1, "plan": "max5"})
@@ -356,9 +389,9 @@ async def test_configure_answers_with_a_snapshot_under_the_new_settings(
     ],
 )
 async def test_invalid_settings_get_an_error_and_the_connection_stays_open(
-    api: APIClient, token: str, settings_sent: dict[str, object]
+    app: Application, api: APIClient, token: str, settings_sent: dict[str, object]
 ) -> None:
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         await next_frame(ws)
 
         await send(ws, {"action": "configure", **settings_sent})
@@ -370,8 +403,8 @@ async def test_invalid_settings_get_an_error_and_the_connection_stays_open(
     assert error["error"]["message"]
 
 
-async def test_ping_gets_pong(api: APIClient, token: str) -> None:
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+async def test_ping_gets_pong(app: Application, api: APIClient, token: str) -> None:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         await next_frame(ws)
 
         await assert_still_answers_ping(ws)
@@ -400,9 +433,9 @@ async def test_ping_gets_pong(api: APIClient, token: str) -> None:
     ],
 )
 async def test_a_bad_frame_gets_an_error_and_the_consumer_keeps_working(
-    api: APIClient, token: str, frame: dict[str, Any], code: str
+    app: Application, api: APIClient, token: str, frame: dict[str, Any], code: str
 ) -> None:
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         await next_frame(ws)
 
         await ws.send_to(**frame)
@@ -417,13 +450,13 @@ async def test_a_bad_frame_gets_an_error_and_the_consumer_keeps_working(
 
 
 async def test_a_user_never_receives_another_users_data(
-    api: APIClient, token: str, bob_api: APIClient, bob_token: str
+    app: Application, api: APIClient, token: str, bob_api: APIClient, bob_token: str
 ) -> None:
     await ingest(bob_api, [record(n, at=NOW - timedelta(minutes=40 + n)) for n in range(3)])
     await ingest(api, [record(100, at=NOW - timedelta(minutes=20))])
     async with (
-        dashboard(f"{WS_PATH}?token={token}") as alice,
-        dashboard(f"{WS_PATH}?token={bob_token}") as bob,
+        dashboard(app, f"{WS_PATH}?token={token}") as alice,
+        dashboard(app, f"{WS_PATH}?token={bob_token}") as bob,
     ):
         alice_first, bob_first = await next_frame(alice), await next_frame(bob)
 
@@ -442,13 +475,13 @@ async def test_a_user_never_receives_another_users_data(
 
 
 async def test_the_window_reset_pushes_a_snapshot_without_any_new_event(
-    api: APIClient, token: str, clock: Clock
+    app: Application, api: APIClient, token: str, clock: Clock
 ) -> None:
     window_start = datetime(2025, 10, 5, 17, 0, tzinfo=UTC)
     reset = window_start + timedelta(hours=5)
     clock.now = reset - timedelta(seconds=0.3)
     await ingest(api, [record(1, at=window_start)])
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         active = await next_frame(ws)
 
         clock.now = reset + timedelta(seconds=1)
@@ -463,10 +496,14 @@ async def test_the_window_reset_pushes_a_snapshot_without_any_new_event(
 
 
 async def test_a_lost_prompt_is_repaired_by_the_resync(
-    api: APIClient, token: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    app: Application,
+    api: APIClient,
+    token: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings.USAGE_WS_RESYNC_SECONDS = 0.2
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         first = await next_frame(ws)
         monkeypatch.setattr("usage.notify.changed", lambda *args, **kwargs: None)
 
@@ -510,7 +547,11 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedSnapshots]:
 
 
 async def test_a_prompt_arriving_while_a_snapshot_is_computed_is_not_lost(
-    api: APIClient, token: str, gated: GatedSnapshots, monkeypatch: pytest.MonkeyPatch
+    app: Application,
+    api: APIClient,
+    token: str,
+    gated: GatedSnapshots,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     woken = asyncio.Event()
     real_wake = consumers.DashboardConsumer.wake
@@ -520,7 +561,7 @@ async def test_a_prompt_arriving_while_a_snapshot_is_computed_is_not_lost(
         woken.set()
 
     monkeypatch.setattr(consumers.DashboardConsumer, "wake", wake)
-    async with dashboard(f"{WS_PATH}?token={token}") as ws:
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
         await next_frame(ws)
         gated.open.clear()
 
@@ -554,16 +595,16 @@ class WatchedHub(Hub):
 
 
 async def test_a_closing_connection_does_not_break_a_snapshot_another_one_shares(
-    api: APIClient, token: str, gated: GatedSnapshots, monkeypatch: pytest.MonkeyPatch
+    api: APIClient, token: str, gated: GatedSnapshots, clock: Clock
 ) -> None:
     hub = WatchedHub()
-    monkeypatch.setattr(consumers, "hub", hub)
-    async with dashboard(f"{WS_PATH}?token={token}") as leaving:
+    app = build_websocket_application(hub=hub, clock=clock)
+    async with dashboard(app, f"{WS_PATH}?token={token}") as leaving:
         await next_frame(leaving)
         gated.open.clear()
         await ingest(api, [record(1, at=NOW - timedelta(minutes=2))])
         await gated.wait_in_flight()  # `leaving`'s update is being computed
-        async with dashboard(f"{WS_PATH}?token={token}") as staying:
+        async with dashboard(app, f"{WS_PATH}?token={token}") as staying:
             # `staying` waits for the same computation (same user, same settings)...
             await asyncio.wait_for(hub.joined_a_computation.wait(), TIMEOUT)
             await leaving.disconnect(timeout=TIMEOUT)  # ...whose first waiter goes away
