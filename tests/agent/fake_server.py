@@ -1,7 +1,11 @@
 """An in-memory stand-in for the usage server, following the ingest contract.
 
-Idempotent per (message.id, requestId) like the real one, keeping the copy with the largest
-token total. `script` queues failures for the next event requests.
+Which copy of a (message.id, requestId) counts, and which records are refused, are decided by
+the real server's own pure code (``usage.events.parse_record``, ``usage.dedupe.decide``): a
+rule of its own here could drift from the server's, and the agent's tests, which check that
+merging copies before sending changes nothing, would then check the agent against the wrong
+rule. Both modules use only the standard library, so this works where Django is not
+installed. `script` queues failures for the next event requests.
 """
 
 from __future__ import annotations
@@ -11,24 +15,23 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from usage.dedupe import Decision, Entry, decide
+from usage.events import EventKind, InvalidRecord, UsageRecord, parse_record
 
 TOKEN = "test-token"
 # Script entries: an HTTP status to answer with, or one of these actions.
 DROP = "drop"  # close the connection without storing anything
 ACK_THEN_DROP = "ack-then-drop"  # store the batch, then lose the answer
 
-
-def _total(record: dict[str, Any]) -> int:
-    usage = record.get("message", {}).get("usage", {})
-    keys = (
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-    )
-    return sum(int(usage.get(key, 0) or 0) for key in keys)
+Key = tuple[str, str]  # (message id, request id), "" for a missing request id
+# The HTTP contract tests (test_transport.py) send lines of ids and usage alone, which the real
+# server refuses for want of a model and a timestamp; a line without them gets these.
+PLACEHOLDER_MODEL = "claude-sonnet-4-5-20250929"
+PLACEHOLDER_TIMESTAMP = "2025-10-05T20:00:00Z"
 
 
 @dataclass
@@ -47,7 +50,10 @@ class FakeUsageServer:
     script: list[int | str] = field(default_factory=list)
     retry_after: str | None = None
     dashboard: dict[str, Any] = field(default_factory=dict)
-    records: dict[tuple[Any, Any], dict[str, Any]] = field(default_factory=dict)
+    # The counted copy of every (message id, request id), as it was sent.
+    records: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # What the real server's log would hold: the latest entry of every key, retracted included.
+    entries: dict[Key, Entry] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     batches: list[list[dict[str, Any]]] = field(default_factory=list)
     limits: list[dict[str, Any]] = field(default_factory=list)
@@ -69,30 +75,64 @@ class FakeUsageServer:
         return f"http://{host!s}:{port}"
 
     def total_tokens(self) -> int:
-        return sum(_total(record) for record in self.records.values())
+        return sum(entry.record.total_tokens for entry in self.entries.values() if entry.counted)
 
-    def ingest(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def ingest(self, records: list[dict[str, Any]], host: str = "") -> dict[str, Any]:
         answer: dict[str, Any] = {"accepted": 0, "duplicates": 0, "skipped": 0, "rejected": []}
+        # Read once per request, as the real server does: it refuses a record dated more
+        # than a day after it.
+        now = datetime.now(UTC)
         with self.lock:
             self.batches.append(records)
-            for index, record in enumerate(records):
-                self._store(index, record, answer)
+            parsed = self._parse(records, host, now, answer)
+            outcome = decide([record for record, _ in parsed], self.entries.values())
+            for decision in outcome.decisions:
+                self._apply(decision, sent=parsed[decision.source][1])
+            answer["accepted"] = len(parsed) - outcome.duplicates
+            answer["duplicates"] = outcome.duplicates
         return answer
 
-    def _store(self, index: int, record: dict[str, Any], answer: dict[str, Any]) -> None:
-        problem = self.reject(record)
-        if problem:
-            error = {"code": "VALIDATION_ERROR", "message": problem}
-            answer["rejected"].append({"index": index, "error": error})
-            return
-        key = (record["message"].get("id"), record.get("requestId"))
-        known = self.records.get(key)
-        if known is None:
-            answer["accepted"] += 1
+    def _parse(
+        self, records: list[dict[str, Any]], host: str, now: datetime, answer: dict[str, Any]
+    ) -> list[tuple[UsageRecord, dict[str, Any]]]:
+        """The usage records the real server would decide on, each beside what was sent."""
+        parsed = []
+        for index, raw in enumerate(records):
+            try:
+                problem = self.reject(raw)
+                if problem:
+                    raise InvalidRecord(problem)
+                record = parse_record(_completed(raw), host=host, now=now)
+            except InvalidRecord as error:
+                rejection = {"code": error.code, "message": error.message}
+                answer["rejected"].append({"index": index, "error": rejection})
+                continue
+            if record is None:
+                answer["skipped"] += 1
+            else:
+                parsed.append((record, raw))
+        return parsed
+
+    def _apply(self, decision: Decision, sent: dict[str, Any]) -> None:
+        """Log ``decision`` as the real server would; ``sent`` is the record that caused it."""
+        record = decision.record
+        key = (record.message_id, record.request_id)
+        counted = decision.kind is not EventKind.RETRACTED
+        self.entries[key] = Entry(record=record, revision=decision.revision, counted=counted)
+        if counted:
+            self.records[key] = sent
         else:
-            answer["duplicates"] += 1
-        if known is None or _total(record) > _total(known):
-            self.records[key] = record
+            del self.records[key]  # a sidechain replay, withdrawn when its parent's copy came
+
+
+def _completed(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the placeholders where it has no model or no timestamp at all."""
+    message = raw.get("message")
+    if not isinstance(message, dict):
+        return raw
+    completed = {"timestamp": PLACEHOLDER_TIMESTAMP, **raw}
+    completed["message"] = {"model": PLACEHOLDER_MODEL, **message}
+    return completed
 
 
 def _handler_for(server: FakeUsageServer) -> type[BaseHTTPRequestHandler]:
@@ -128,7 +168,7 @@ def _handler_for(server: FakeUsageServer) -> type[BaseHTTPRequestHandler]:
             if len(records) > server.max_records:
                 self._error(413, "PAYLOAD_TOO_LARGE", "too many records")
                 return
-            answer = server.ingest(records)
+            answer = server.ingest(records, host=self.headers.get("X-Usage-Host", ""))
             if action == ACK_THEN_DROP:
                 self.close_connection = True
                 return

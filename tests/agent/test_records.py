@@ -11,7 +11,9 @@ from claude_usage_agent import records
 from claude_usage_agent.records import (
     ENVELOPE_FIELDS,
     MESSAGE_FIELDS,
+    CopyRank,
     MalformedLineError,
+    copy_rank,
     describe_record,
     encode_record,
     is_older_than,
@@ -21,6 +23,7 @@ from claude_usage_agent.records import (
     slim_line,
     slim_record,
 )
+from tests.data.copy_ranking import Case, Copy, load_cases
 
 from .transcripts import SAMPLE_PROJECTS, SECRET, assistant_record, user_record
 
@@ -202,3 +205,50 @@ def test_text_that_is_dropped_unread_may_be_invalid_utf8() -> None:
 def test_the_one_step_decode_keeps_the_same_fields_in_the_same_order() -> None:
     assert records._Line.__struct_fields__ == (*ENVELOPE_FIELDS, "message")
     assert records._Message.__struct_fields__ == MESSAGE_FIELDS
+
+
+# --- copy_rank: the server's choice among copies (tests/data/copy_ranking.json) ---------------
+
+RANKING_CASES = load_cases()
+
+
+def rank_of(copy: Copy) -> CopyRank | None:
+    slim = slim_record(copy.line)
+    assert slim is not None
+    ranked = copy_rank(slim)
+    if ranked is None:
+        return None
+    key, rank = ranked
+    assert key == (copy.line["message"]["id"], copy.line["requestId"])
+    return rank
+
+
+def ranks_of(case: Case) -> tuple[CopyRank | None, list[CopyRank | None]]:
+    """The kept copy's rank, and the other copies'."""
+    ranks = [rank_of(copy) for copy in case.copies]
+    return ranks[case.kept], ranks[: case.kept] + ranks[case.kept + 1 :]
+
+
+@pytest.mark.parametrize("case", RANKING_CASES, ids=str)
+def test_no_copy_ranks_above_the_one_the_server_keeps(case: Case) -> None:
+    """Else the shipper would send that copy alone, and the server could not keep its own."""
+    kept, others = ranks_of(case)
+    if kept is not None:
+        assert not any(other is not None and other > kept for other in others)
+
+
+@pytest.mark.parametrize("case", [case for case in RANKING_CASES if case.agent_decides], ids=str)
+def test_the_kept_copy_ranks_above_every_other_where_the_agent_decides(case: Case) -> None:
+    kept, others = ranks_of(case)
+    assert kept is not None
+    assert all(other is not None and other < kept for other in others)
+
+
+@pytest.mark.parametrize(
+    "case", [case for case in RANKING_CASES if not case.agent_decides], ids=str
+)
+def test_the_agent_leaves_the_choice_to_the_server_where_it_defers(case: Case) -> None:
+    """The kept copy ties with another (the server's tie-break decides) or a copy has no rank
+    (the server may refuse it): the shipper then sends both."""
+    kept, others = ranks_of(case)
+    assert kept is None or any(other is None or other == kept for other in others)

@@ -16,8 +16,10 @@ import pytest
 from claude_usage_agent.backoff import GaveUpError
 from claude_usage_agent.checkpoints import load_state, save_state
 from claude_usage_agent.discovery import transcript_files
+from claude_usage_agent.records import slim_record
 from claude_usage_agent.shipper import Shipper, Totals
 from claude_usage_agent.transport import IngestResult, parse_ingest_result
+from tests.data.copy_ranking import Case, Copy, load_cases
 
 from .fake_server import FakeUsageServer
 from .transcripts import (
@@ -335,23 +337,6 @@ def test_only_the_copy_the_server_would_keep_is_sent(harness: Harness, tmp_path:
     assert harness.offset(log) == log.stat().st_size
 
 
-def test_a_parent_copy_beats_a_larger_sidechain_copy(harness: Harness, tmp_path: Path) -> None:
-    log = tmp_path / "s.jsonl"
-    append(log, assistant_line("m", "r", output_tokens=90, sidechain=True, timestamp=T0))
-    append(log, assistant_line("m", "r", output_tokens=5, timestamp=T1))
-    harness.ship(log)
-    (sent,) = harness.server.batches[0]
-    assert (sent["isSidechain"], sent["message"]["usage"]["output_tokens"]) == (False, 5)
-
-
-def test_among_equal_copies_the_earliest_is_sent(harness: Harness, tmp_path: Path) -> None:
-    log = tmp_path / "s.jsonl"
-    append(log, assistant_line("m", "r", timestamp=T1))
-    append(log, assistant_line("m", "r", timestamp=T0))
-    harness.ship(log)
-    assert [record["timestamp"] for record in harness.server.batches[0]] == [T0]
-
-
 def test_copies_the_agent_cannot_rank_are_all_sent(harness: Harness, tmp_path: Path) -> None:
     """Same rank (the server's further tie-breaks decide) or a count the server would refuse
     (the other copy may be the one that counts): the server gets them all."""
@@ -378,6 +363,65 @@ def test_merging_copies_leaves_the_server_totals_unchanged(
     everything = Harness(tmp_path)
     assert everything.ship(*files).copies_merged == 0
     assert merged.server.records == everything.server.records
+
+
+# --- the copy the server keeps: the cases of tests/data/copy_ranking.json --------------------
+
+RANKING_CASES = load_cases()
+
+
+def slim(copy: Copy) -> dict[str, Any]:
+    record = slim_record(copy.line)
+    assert record is not None
+    return record
+
+
+def kept_by_the_server(case: Case) -> dict[tuple[str, str], dict[str, Any]]:
+    """What the fake server should hold once all the case's copies have arrived."""
+    line = case.kept_copy.line
+    return {(line["message"]["id"], line["requestId"]): slim(case.kept_copy)}
+
+
+@pytest.mark.parametrize("case", RANKING_CASES, ids=str)
+def test_the_fake_server_keeps_the_copy_the_real_one_keeps_in_every_arrival_order(
+    case: Case,
+) -> None:
+    for order in case.arrival_orders():
+        one_by_one = FakeUsageServer()
+        for copy in order:
+            one_by_one.ingest([slim(copy)], host=copy.host)
+        assert one_by_one.records == kept_by_the_server(case), order
+        if case.from_one_machine:  # a batch comes from one machine
+            in_one_batch = FakeUsageServer()
+            in_one_batch.ingest([slim(copy) for copy in order], host=order[0].host)
+            assert in_one_batch.records == kept_by_the_server(case), order
+
+
+# One agent reads the logs of one machine: copies from two never meet in its batches.
+ONE_MACHINE_CASES = [case for case in RANKING_CASES if case.from_one_machine]
+
+
+@pytest.mark.parametrize("case", ONE_MACHINE_CASES, ids=str)
+def test_the_agent_sends_the_copy_the_server_keeps_in_whatever_order_it_reads_them(
+    case: Case, tmp_path: Path
+) -> None:
+    """Alone where the agent decides; with the copies it cannot rank against it where it
+    leaves the choice to the server."""
+    kept = slim(case.kept_copy)
+    for number, order in enumerate(case.arrival_orders()):
+        (tmp_path / str(number)).mkdir()
+        harness = Harness(tmp_path / str(number))
+        log = tmp_path / str(number) / "s.jsonl"
+        for copy in order:
+            append(log, line(copy.line))
+        harness.ship(log)
+        sent = [record for batch in harness.server.batches for record in batch]
+        assert harness.server.records == kept_by_the_server(case), order
+        if case.agent_decides:
+            assert sent == [kept], order
+        else:
+            assert kept in sent, order
+            assert len(sent) > 1, order
 
 
 # --- reading goes on while the server answers -------------------------------------------------

@@ -1,6 +1,9 @@
 """Which copy of a message counts: once per (message id, request id), the larger copy wins, a
 sidechain replay of a parent message never counts, and the outcome never depends on the order
-the copies arrive in or on how they are split into batches. Pure: no database, no Redis."""
+the copies arrive in or on how they are split into batches. Pure: no database, no Redis.
+
+Which copy is the larger one is told by the cases of ``tests/data/copy_ranking.json``, which
+the agent's tests read too."""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.data.copy_ranking import Case, Copy, load_cases
 from usage.dedupe import Entry, decide
-from usage.events import EventKind, UsageRecord
+from usage.events import EventKind, InvalidRecord, UsageRecord, parse_record
 
 T0 = datetime(2025, 10, 5, 21, 0, tzinfo=UTC)
 Key = tuple[str, str]
@@ -264,3 +268,63 @@ def test_a_revision_keeps_the_retracted_copys_identity() -> None:
     retraction = outcome.decisions[-1]
     assert retraction.kind is EventKind.RETRACTED
     assert retraction.record == replay
+
+
+# --- the shared copy-ranking cases (tests/data/copy_ranking.json) ----------------------------
+
+RANKING_CASES = load_cases()
+# Every case's copies are dated the day before: none is refused as being from the future.
+RANKING_NOW = datetime(2025, 10, 6, tzinfo=UTC)
+
+
+def parsed_copy(copy: Copy) -> UsageRecord | None:
+    """The copy as the server reads it; None when the server refuses it."""
+    try:
+        record = parse_record(copy.line, host=copy.host, now=RANKING_NOW)
+    except InvalidRecord:
+        return None
+    assert record is not None  # every copy carries usage
+    return record
+
+
+def accepted_copies(copies: Iterable[Copy]) -> list[UsageRecord]:
+    """What the ingest hands to ``decide``: the copies it does not refuse."""
+    return [record for record in map(parsed_copy, copies) if record is not None]
+
+
+@pytest.mark.parametrize("case", RANKING_CASES, ids=str)
+def test_the_case_files_copies_are_distinct_and_refused_only_where_it_says(case: Case) -> None:
+    """A case proves nothing if its copies read the same, or if a copy meant to be ranked is
+    in fact refused (or one meant to be refused is not)."""
+    records = [parsed_copy(copy) for copy in case.copies]
+    accepted = [record for record in records if record is not None]
+
+    assert records[case.kept] is not None
+    assert len(set(accepted)) == len(accepted)
+    assert (len(accepted) < len(records)) == case.refused
+
+
+@pytest.mark.parametrize("case", RANKING_CASES, ids=str)
+def test_the_case_files_kept_copy_counts_in_every_arrival_order(case: Case) -> None:
+    kept = parsed_copy(case.kept_copy)
+    assert kept is not None
+    expected = {(kept.message_id, kept.request_id): kept}
+
+    for order in case.arrival_orders():
+        assert counted(fold(accepted_copies(order))) == expected, order
+
+
+@pytest.mark.parametrize("case", RANKING_CASES, ids=str)
+def test_the_case_files_kept_copy_counts_when_each_copy_comes_in_a_batch_of_its_own(
+    case: Case,
+) -> None:
+    """The same rule when the other copies are already in the log."""
+    kept = parsed_copy(case.kept_copy)
+    assert kept is not None
+    expected = {(kept.message_id, kept.request_id): kept}
+
+    for order in case.arrival_orders():
+        state: dict[Key, Entry] = {}
+        for record in accepted_copies(order):
+            state = fold([record], state.values())
+        assert counted(state) == expected, order

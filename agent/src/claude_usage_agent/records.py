@@ -15,8 +15,12 @@ Record = dict[str, Any]
 # How the server ranks the copies of one (message id, request id): higher is kept.
 CopyRank = tuple[bool, int, int]
 
-# The server refuses a count above this (usage/events.py); such a record is never ranked.
+# The server refuses a count above MAX_TOKENS_PER_FIELD, an id or a model name longer than
+# MAX_ID_LENGTH and a cwd longer than MAX_TEXT_LENGTH (usage/events.py): such a record is never
+# ranked (see copy_rank).
 MAX_TOKENS_PER_FIELD = 50_000_000
+MAX_ID_LENGTH = 255
+MAX_TEXT_LENGTH = 1024
 USAGE_COUNTS = (
     "input_tokens",
     "output_tokens",
@@ -187,37 +191,65 @@ def copy_rank(record: Record) -> tuple[tuple[str, str], CopyRank] | None:
     the earliest (``usage/dedupe.py``). Of two copies with different ranks the server keeps
     the higher whatever the order they arrive in, so the other need not be sent.
 
-    None when the record is not plainly valid (a missing id, a count the server would
-    refuse...): it is then sent as it is, and the server decides."""
+    None when the server would refuse the record (a missing id, a count or a text it refuses,
+    an unreadable time...): ranked, it could outrank the copy the server keeps and be sent
+    alone, to be refused. It is sent as it is, beside the others, and the server decides."""
     message = record["message"]
-    message_id = message.get("id")
-    request_id = record.get("requestId")
-    if request_id is None:
-        request_id = ""
-    if not (isinstance(message_id, str) and message_id and isinstance(request_id, str)):
-        return None
-    model = message.get("model")
-    if not (isinstance(model, str) and model):
+    if not _texts_accepted(record, message):
         return None
     sidechain = record.get("isSidechain")
     if sidechain is None:
         sidechain = False
     elif not isinstance(sidechain, bool):
         return None
-    usage = message["usage"]
+    total = _total_tokens(message["usage"])
+    moment = record_time(record)
+    if total is None or moment is None:
+        return None
+    microseconds = (moment - EPOCH) // MICROSECOND
+    return (message["id"], record.get("requestId") or ""), (not sidechain, total, -microseconds)
+
+
+def _texts_accepted(record: Record, message: dict[str, Any]) -> bool:
+    """Whether the server takes the record's ids and texts (usage/events.py): strings within
+    its limits, the message id and the model not empty, the others possibly absent. One
+    expression rather than a helper per field: the agent asks this of every record."""
+    message_id, model = message.get("id"), message.get("model")
+    request_id = record.get("requestId")
+    session_id, cwd = record.get("sessionId"), record.get("cwd")
+    return (
+        type(message_id) is str
+        and 0 < len(message_id) <= MAX_ID_LENGTH
+        and type(model) is str
+        and 0 < len(model) <= MAX_ID_LENGTH
+        and (request_id is None or (type(request_id) is str and len(request_id) <= MAX_ID_LENGTH))
+        and (session_id is None or (type(session_id) is str and len(session_id) <= MAX_ID_LENGTH))
+        and (cwd is None or (type(cwd) is str and len(cwd) <= MAX_TEXT_LENGTH))
+    )
+
+
+def _total_tokens(usage: dict[str, Any]) -> int | None:
+    """The four counts added up as the server adds them; None when it would refuse one of
+    them, or the 1-hour share of the cache writes, which it reads even though the sum does
+    not need it."""
     total = 0
     for name in USAGE_COUNTS:
         value = usage.get(name)
         if value is None:
             continue
+        # `type`, not isinstance: JSON true is a bool, which Python counts as an int.
         if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_FIELD:
             return None
         total += value
-    moment = record_time(record)
-    if moment is None:
+    split = usage.get("cache_creation")
+    if split is None:
+        return total
+    if type(split) is not dict:
         return None
-    microseconds = (moment - EPOCH) // MICROSECOND
-    return (message_id, request_id), (not sidechain, total, -microseconds)
+    one_hour = split.get("ephemeral_1h_input_tokens")
+    if one_hour is None or (type(one_hour) is int and 0 <= one_hour <= MAX_TOKENS_PER_FIELD):
+        return total
+    return None
 
 
 def describe_record(line: bytes) -> str:
