@@ -468,7 +468,7 @@ def _run_agent(
     with servers(env, 1, workers=workers) as (server,):
         print(f"server: backend.serve with {server.workers} daphne worker(s)")
         url = f"http://127.0.0.1:{server.port}"
-        server_pids = tree_pids(server.process.pid)
+        server_pids = tree_pids(server.pid)
         services_before = services_cpu(server_pids)
         run = _timed(
             [

@@ -16,7 +16,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import redis
 from psycopg import sql
 
 from backend.serve import default_workers  # what `make run` starts, in this environment
+from tests.support import ServerProcess as Server
+from tests.support import free_port, manage
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -42,6 +43,7 @@ DEFAULT_DATABASE = "bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 BENCH_USER = "bench"
 SERVER_START_SECONDS = 60.0
+MANAGE_SECONDS = 600.0  # a migration of a large benchmark database
 REQUEST_TIMEOUT_SECONDS = 120.0
 CPU_CHECK_ITERATIONS = 3_000_000
 
@@ -122,119 +124,34 @@ def reset_redis(url: str) -> None:
         client.close()
 
 
-def manage(env: BenchEnv, *args: str, timeout: float = 600.0) -> str:
-    """Run ``manage.py`` with the benchmark's settings; its stdout."""
-    done = subprocess.run(
-        [str(PYTHON), "manage.py", *args],
-        cwd=REPO,
-        env=env.variables(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-4000:]}")
-    return done.stdout
-
-
 def prepare(env: BenchEnv, *, flush_redis: bool = True) -> str:
     """A fresh database (and Redis db), migrated, with the benchmark user; its API token."""
     reset_database(env.database)
     if flush_redis:
         reset_redis(env.redis_url)
-    manage(env, "migrate", "--noinput")
-    return manage(env, "create_token", BENCH_USER).strip()
+    variables = env.variables()
+    manage(variables, "migrate", "--noinput", timeout=MANAGE_SECONDS, python=PYTHON)
+    return manage(variables, "create_token", BENCH_USER, python=PYTHON).strip()
 
 
 # --- daphne processes ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
+def server(env: BenchEnv, *, wrapper: Sequence[str] = (), workers: int | None = None) -> Server:
     """The server as ``make run`` starts it: ``python -m backend.serve``, one address and
     ``workers`` daphne processes accepting on it (None: the launcher's default, one per CPU,
-    as in ``make run``), in its own process group, so that stopping it also stops a profiler
-    wrapped around it, and nothing else."""
-
-    def __init__(
-        self, env: BenchEnv, *, wrapper: Sequence[str] = (), workers: int | None = None
-    ) -> None:
-        self.port = free_port()
-        self.workers = workers if workers is not None else default_workers()
-        self.log_path = Path(env.var_dir) / f"daphne-{self.port}.log"
-        # -v 0 (daphne's, after --): no access log line per request; warnings and errors
-        # are still logged.
-        command = [
-            *wrapper,
-            str(PYTHON),
-            "-m",
-            "backend.serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--",
-            "-v",
-            "0",
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env.variables(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = SERVER_START_SECONDS) -> None:
-        """Until every worker listens and the application answers (401 without a token is an
-        answer)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited early:\n{self.log_tail()}")
-            if self.log_tail(size=1 << 20).count("Listening on") < self.workers:
-                time.sleep(0.1)
-                continue
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                try:
-                    conn.request("GET", API + "stats/")
-                    conn.getresponse().read()
-                    return
-                finally:
-                    conn.close()
-            time.sleep(0.1)
-        raise TimeoutError(f"daphne did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGINT to the group (daphne and a profiler both finish cleanly on it), then KILL."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGINT)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def log_tail(self, size: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-size:]
-        except OSError:
-            return "(no log)"
+    as in ``make run``). Not started yet."""
+    port = free_port()
+    return Server(
+        env.variables(),
+        Path(env.var_dir) / f"daphne-{port}.log",
+        workers=workers if workers is not None else default_workers(),
+        python=PYTHON,
+        wrapper=wrapper,
+        # daphne's -v 0: no access log line per request; warnings and errors still logged
+        daphne_options=("-v", "0"),
+        port=port,
+    )
 
 
 @contextlib.contextmanager
@@ -252,13 +169,15 @@ def servers(
     try:
         for index in range(count):
             wrapper = wrappers[index] if index < len(wrappers) else ()
-            started.append(Server(env, wrapper=wrapper, workers=workers))
-        for server in started:
-            server.wait_ready()
+            started.append(server(env, wrapper=wrapper, workers=workers))
+            started[-1].launch()
+        for each in started:
+            each.wait_ready(SERVER_START_SECONDS)
         yield started
     finally:
-        for server in started:
-            server.stop()
+        for each in started:
+            # SIGINT: daphne and a profiler wrapped around it both finish cleanly on it.
+            each.stop(signal.SIGINT, timeout=30.0)
 
 
 # --- HTTP -------------------------------------------------------------------------------

@@ -34,9 +34,7 @@ import os
 import platform
 import re
 import resource
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,8 +55,8 @@ from psycopg import sql
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from tests.support import ServerProcess, manage
+
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE = "fanout"
 REDIS_URL = "redis://127.0.0.1:6379/8"
@@ -67,6 +65,7 @@ API = "/app/claude-usage/"
 WS_PATH = "/ws/claude-usage/"
 GRACE_SECONDS = 5.0
 SERVER_START_SECONDS = 60.0
+MANAGE_SECONDS = 300.0
 CONNECT_SECONDS = 300.0  # every dashboard connected and holding its first snapshot
 CONNECT_CONCURRENCY = 40  # handshakes in flight per client process (daphne's backlog is 50)
 CONNECT_ATTEMPTS = 5
@@ -186,21 +185,6 @@ def server_env(database_url: str, scenario: Scenario, var_dir: Path) -> dict[str
     return env
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 CREATE_USERS = """
 import json, os
 from django.contrib.auth import get_user_model
@@ -215,64 +199,21 @@ print(json.dumps([token.key for token in tokens]))
 
 
 def create_users(env: dict[str, str], count: int) -> list[str]:
-    output = manage({**env, "FANOUT_USERS": str(count)}, "shell", "-c", CREATE_USERS)
+    variables = {**env, "FANOUT_USERS": str(count)}
+    output = manage(variables, "shell", "-c", CREATE_USERS, timeout=MANAGE_SECONDS)
     tokens: list[str] = orjson.loads(output.strip().splitlines()[-1])
     return tokens
 
 
-@dataclass
-class Daphne:
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
-def daphne(env: dict[str, str], log: Path, token: str) -> Iterator[Daphne]:
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "backend.asgi:application"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Daphne(port, process, log)
+def daphne(env: dict[str, str], log: Path) -> Iterator[ServerProcess]:
+    """One daphne process: the fan-out of one process is what is measured."""
+    server = ServerProcess(env, log)
     try:
-        wait_until_serving(server, token)
+        server.start(SERVER_START_SECONDS)
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-
-
-def wait_until_serving(server: Daphne, token: str) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"daphne exited:\n{server.log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            answer = httpx.get(
-                f"http://127.0.0.1:{server.port}{API}dashboard/", headers=_auth(token), timeout=5
-            )
-            if answer.status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("daphne did not start")
+        server.stop()
 
 
 def rss_bytes(pid: int) -> int:
@@ -602,21 +543,21 @@ def run(scenario: Scenario, *, seconds: float, rate: float, client_processes: in
     redis.Redis.from_url(REDIS_URL).flushdb()
     with tempfile.TemporaryDirectory(prefix="fanout-") as tmp, fresh_database() as database_url:
         env = server_env(database_url, scenario, Path(tmp) / "var")
-        manage(env, "migrate", "--noinput", "-v0")
+        manage(env, "migrate", "--noinput", "-v0", timeout=MANAGE_SECONDS)
         all_tokens = create_users(env, scenario.users + scenario.stalled)
         tokens, heavy = all_tokens[: scenario.users], all_tokens[scenario.users :]
-        with daphne(env, Path(tmp) / "daphne.log", tokens[0]) as server:
+        with daphne(env, Path(tmp) / "daphne.log") as server:
             seed(server.port, tokens, heavy, scenario.heavy_models, Records())
             outcome.snapshot_bytes["user"] = snapshot_size(server.port, tokens[0])
             if heavy:
                 outcome.snapshot_bytes["heavy user"] = snapshot_size(server.port, heavy[0])
-            outcome.rss_idle = rss_bytes(server.process.pid)
+            outcome.rss_idle = rss_bytes(server.pid)
             _measure(server, scenario, tokens, heavy, rate, seconds, client_processes, outcome)
     return outcome
 
 
 def _measure(
-    server: Daphne,
+    server: ServerProcess,
     scenario: Scenario,
     tokens: list[str],
     heavy: list[str],
@@ -654,15 +595,13 @@ def _measure(
         outcome.connect_seconds = time.monotonic() - connecting
         stalled = [open_stalled(server.port, token) for token in heavy]
         time.sleep(1.0)  # let the first snapshots settle before measuring
-        outcome.rss_connected = rss_bytes(server.process.pid)
+        outcome.rss_connected = rss_bytes(server.pid)
         outcome.rss_peak = outcome.rss_connected
-        cpu_before = cpu_seconds(server.process.pid)
-        asyncio.run(
-            agent(server.port, scenario, tokens, heavy, rate, seconds, server.process.pid, outcome)
-        )
+        cpu_before = cpu_seconds(server.pid)
+        asyncio.run(agent(server.port, scenario, tokens, heavy, rate, seconds, server.pid, outcome))
         time.sleep(GRACE_SECONDS)
-        outcome.server_cpu = cpu_seconds(server.process.pid) - cpu_before
-        outcome.rss_end = rss_bytes(server.process.pid)
+        outcome.server_cpu = cpu_seconds(server.pid) - cpu_before
+        outcome.rss_end = rss_bytes(server.pid)
         outcome.rss_peak = max(outcome.rss_peak, outcome.rss_end)
         outcome.stalled_closed = sum(closed_by_server(s) for s in stalled)
         outcome.stalled_open = len(stalled) - outcome.stalled_closed

@@ -92,9 +92,17 @@ PHASES = (
     ("  insert (store.append_prepared)", "usage/store.py", "append_prepared"),
     ("  commit (database COMMIT)", "django/db/backends/base/base.py", "_commit"),
     ("  events with positions, after commit (store.positioned)", "usage/store.py", "positioned"),
-    ("  post-commit projection (projector.after_commit)", "usage/projection/projector.py", "after_commit"),
+    (
+        "  post-commit projection (projector.after_commit)",
+        "usage/projection/projector.py",
+        "after_commit",
+    ),
     ("    read events back (store.events_after)", "usage/store.py", "events_after"),
-    ("    contributions (projector._contributions)", "usage/projection/projector.py", "_contributions"),
+    (
+        "    contributions (projector._contributions)",
+        "usage/projection/projector.py",
+        "_contributions",
+    ),
     ("    Redis Lua apply (redis_store.apply)", "usage/projection/redis_store.py", "apply"),
     ("    broadcast (notify.changed)", "usage/notify.py", "changed"),
 )
@@ -215,7 +223,7 @@ def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> N
         )
         if args.analyze:
             _analyze(env)
-        server_pids = [pid for server in started for pid in tree_pids(server.process.pid)]
+        server_pids = [pid for server in started for pid in tree_pids(server.pid)]
         load = _post_all(
             ports,
             token,

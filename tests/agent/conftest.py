@@ -12,25 +12,22 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
-DAPHNE = VENV_BIN / "daphne"
-SERVER_PYTHON = VENV_BIN / "python"
+from tests import support
+from tests.support import REPO
+from tests.support import free_port as free_port  # tests/backend import it from here
+
+SERVER_PYTHON = support.VENV_PYTHON
+DAPHNE = SERVER_PYTHON.parent / "daphne"
 AGENT_SRC = REPO / "agent" / "src"
-STARTUP_TIMEOUT = 60.0
 
 # Let the tests run from an environment where the agent is not installed (the server's .venv).
 if importlib.util.find_spec("claude_usage_agent") is None:
@@ -45,12 +42,6 @@ requires_live_server = pytest.mark.skipif(
 class UsageServer(NamedTuple):
     url: str
     token: str
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def server_env(workdir: Path) -> dict[str, str]:
@@ -68,89 +59,16 @@ def server_env(workdir: Path) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [str(SERVER_PYTHON), "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=STARTUP_TIMEOUT,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    """`manage.py` with the server's interpreter, which may not be the one running the tests."""
+    return support.manage(env, *args, python=SERVER_PYTHON)
 
 
 @dataclass
-class ServerProcess:
-    """The real server; tests stop, kill and restart it on the same port and database."""
+class ServerProcess(support.ServerProcess):
+    """The real server, run by the repository's .venv; `token` is the user alice's."""
 
-    env: dict[str, str]
-    log_path: Path
+    python: Path = SERVER_PYTHON
     token: str = ""
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    # 0: one daphne process; N: `python -m backend.serve` (what `make run` starts) with N workers
-    workers: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        if not self.workers:
-            return [
-                str(DAPHNE),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "backend.asgi:application",
-            ]
-        serve = ["-m", "backend.serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        return [str(SERVER_PYTHON), *serve, "--workers", str(self.workers)]
-
-    def start(self) -> None:
-        # The launcher's socket accepts connections before its workers do: wait for each
-        # worker to say it listens too.
-        listening = self._listening() + max(self.workers, 1)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), cwd=REPO, env=self.env, stdout=log, stderr=log
-            )
-        self._wait_for_port(listening)
-
-    def _listening(self) -> int:
-        """How many times a daphne process said it listens, in this server's log so far."""
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_path.read_text().count("Listening on")
-        return 0
-
-    def _wait_for_port(self, listening: int) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
-            if self._listening() >= listening:
-                with contextlib.suppress(OSError):
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"server not listening after {STARTUP_TIMEOUT} s")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -172,8 +90,8 @@ def running_server(
     workdir.mkdir()
     shutil.copy(migrated_database, workdir / "db.sqlite3")
     env = server_env(workdir)
-    server = ServerProcess(env=env, log_path=workdir / "server.log", workers=workers)
-    server.token = manage(env, "create_token", "alice").strip()
+    token = manage(env, "create_token", "alice").strip()
+    server = ServerProcess(env, workdir / "server.log", workers=workers, token=token)
     server.start()
     try:
         yield server

@@ -15,7 +15,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +22,13 @@ from typing import Any
 
 import pytest
 
+from claude_usage_agent.checkpoints import Checkpoint, load_state
+from tests.support import WAIT_SECONDS, ProcessLog, samples, wait_until
+
 from . import conftest as fixtures
 from .conftest import ServerProcess, UsageServer, requires_live_server
 from .processes import agent_command, agent_env
 from .transcripts import (
-    SAMPLE_PROJECTS,
     append,
     assistant_line,
     assistant_record,
@@ -80,16 +81,6 @@ def totals(server: UsageServer) -> dict[str, Any] | None:
     return None if answer is None else {name: answer[name] for name in STAT_FIELDS}
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds it took for `condition` to hold; fails after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 @dataclass
 class Agent:
     """Runs `claude-usage-agent` like a user would, on one Claude config dir."""
@@ -122,6 +113,10 @@ class Agent:
         return subprocess.Popen(
             self.command(*args), env=self.env(), stderr=subprocess.PIPE, text=True
         )
+
+    def checkpoint(self, path: Path) -> Checkpoint | None:
+        """Where the agent's state file says it is in `path`."""
+        return load_state(self.state_file, self.server.url).files.get(str(path))
 
     def everything_is_on_the_server(self, tmp_path: Path) -> None:
         """Re-send every record from scratch: the server must already have each one."""
@@ -198,17 +193,16 @@ def assert_totals(server: UsageServer, expected: dict[str, int]) -> None:
 
 
 def test_sync_ships_the_sample_tree_and_matches_ccusage(agent: Agent, tmp_path: Path) -> None:
-    if not SAMPLE_PROJECTS.is_dir():
-        pytest.skip(f"{SAMPLE_PROJECTS} is not there")
-    shutil.copytree(SAMPLE_PROJECTS, agent.config_dir / "projects", dirs_exist_ok=True)
+    sample_projects = samples("claude-config", "projects")
+    shutil.copytree(sample_projects, agent.config_dir / "projects", dirs_exist_ok=True)
     first = agent.sync()
     # Every usage line is sent, or merged into a better copy of its message sent with it.
     assert (first["records_sent"] + first["copies_merged"], first["rejected"]) == (541, 0)
     assert first["copies_merged"] > 0
     assert agent.sync()["records_sent"] == 0
     current = stats(agent.server)
-    if current is not None:
-        assert {name: current[name] for name in CCUSAGE_SAMPLE_TOTALS} == CCUSAGE_SAMPLE_TOTALS
+    assert current is not None
+    assert {name: current[name] for name in CCUSAGE_SAMPLE_TOTALS} == CCUSAGE_SAMPLE_TOTALS
     agent.everything_is_on_the_server(tmp_path)
 
 
@@ -224,31 +218,53 @@ def test_a_wrong_token_stops_sync_with_a_clear_message(
     assert "the server refused the token (HTTP 401" in done.stderr
 
 
-def test_watch_ships_new_lines_within_two_seconds_and_waits_for_partial_ones(
+def test_watch_ships_new_lines_reading_only_them_and_waits_for_partial_ones(
     agent: Agent, projects: Path
 ) -> None:
     expected = generate_tree(projects, files=2, messages=5, seed=2)
     watcher = agent.start("watch")
+    log = ProcessLog(watcher)
     try:
-        wait_for(lambda: totals(agent.server) == expected.totals, 20, "backfill")
+        wait_until(lambda: len(shipped(log)) == 1, "the backfill")
         session = projects / "-home-dev-live" / "live.jsonl"
         record = assistant_record("msg_live_1", "req_live_1", input_tokens=7, output_tokens=11)
         append(session, line(user_record()) + line(record))
         expected.add(record)
-        took = wait_for(lambda: totals(agent.server) == expected.totals, 2.0, "new line")
-        assert took < 2.0
+        wait_until(lambda: len(shipped(log)) == 2, "the new line")  # the answer is in
+        assert totals(agent.server) == expected.totals
 
         late = assistant_record("msg_live_2", "req_live_2", input_tokens=3, output_tokens=5)
+        complete = session.stat().st_size
         append(session, line(late)[:50])  # Claude Code is half-way through writing it
-        time.sleep(2.5)
-        assert totals(agent.server) == expected.totals  # not sent while incomplete
+        # A scan saw the half line (the size it noted includes it), sent nothing of it, and
+        # left it to be read again once complete.
+        wait_until(lambda: seen(agent, session).size == complete + 50, "a scan of the half line")
+        assert seen(agent, session).offset == complete
+        assert totals(agent.server) == expected.totals
         append(session, line(late)[50:])
         expected.add(late)
-        wait_for(lambda: totals(agent.server) == expected.totals, 2.0, "completed line")
+        wait_until(lambda: len(shipped(log)) == 3, "the completed line")
+        assert totals(agent.server) == expected.totals
     finally:
         watcher.send_signal(signal.SIGTERM)
-        _, err = watcher.communicate(timeout=20)
-    assert watcher.returncode == 0, err
+        watcher.wait(timeout=WAIT_SECONDS)
+    assert watcher.returncode == 0, log.text()
+    # Each scan that found a line opened only the file it was in, and sent only that line:
+    # no scan read the tree again. How soon lines arrive is measured in bench/agent_latency.py.
+    assert shipped(log)[1:] == ["sent 1 records from 1 files: 1 new"] * 2, log.text()
+
+
+def seen(agent: Agent, path: Path) -> Checkpoint:
+    """The agent's checkpoint of `path`; before it has one, one that matches no file."""
+    return agent.checkpoint(path) or Checkpoint(inode=0, size=-1, offset=-1)
+
+
+def shipped(log: ProcessLog) -> list[str]:
+    """The watch's "sent N records from M files: ..." summaries up to the first comma, one
+    per scan that sent something."""
+    return [
+        text.split(" INFO ", 1)[1].split(",")[0] for text in log.lines() if " INFO sent " in text
+    ]
 
 
 def test_rotated_and_truncated_files_are_read_again_without_double_counting(
@@ -285,7 +301,7 @@ def kill_during_sync(agent: Agent, after_progress: bool, delay: float) -> bool:
     before = saved_at()
     running = agent.start("sync", "--batch-size", "10")
     if after_progress:
-        wait_for(lambda: running.poll() is not None or saved_at() != before, 30, "progress")
+        wait_until(lambda: running.poll() is not None or saved_at() != before, "progress")
     time.sleep(delay)
     still_running = running.poll() is None
     running.send_signal(signal.SIGKILL)
@@ -315,7 +331,7 @@ def test_a_server_killed_mid_batch_and_restarted_gives_the_clean_totals(
 ) -> None:
     expected = generate_tree(projects, files=16, messages=60, seed=4)
     running = agent.start("sync", "--batch-size", "10")
-    wait_for(agent.state_file.exists, 30, "first acknowledged batch")
+    wait_until(agent.state_file.exists, "first acknowledged batch")
     usage_server_process.kill()
     time.sleep(2.0)
     usage_server_process.start()
@@ -339,7 +355,7 @@ def test_watch_started_while_the_server_is_down_catches_up_when_it_is_back(
         expected.add(record)
         time.sleep(1.5)
         usage_server_process.start()
-        wait_for(lambda: totals(agent.server) == expected.totals, 60, "catch-up")
+        wait_until(lambda: totals(agent.server) == expected.totals, "catch-up")
     finally:
         watcher.send_signal(signal.SIGTERM)
         _, err = watcher.communicate(timeout=20)

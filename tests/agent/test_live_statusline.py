@@ -33,8 +33,10 @@ usage_server = fixtures.usage_server
 pytestmark = [requires_live_server, pytest.mark.slow]
 
 HOST = "it-laptop"
-POLL_LIMIT = 10.0  # seconds for the detached worker to reach the server
-COMMAND_TIMEOUT = 10.0  # the command prints at once; this only bounds a hang
+# Bounds on waiting, never expectations of speed: on a busy machine a detached worker can
+# take seconds to start. That the command does not wait on the network is test_statusline's.
+POLL_LIMIT = 60.0
+COMMAND_TIMEOUT = 60.0
 
 
 def claude_code_status(five_hour_resets_at: int, seven_day_resets_at: int) -> dict[str, Any]:

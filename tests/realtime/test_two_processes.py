@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,30 +29,17 @@ from psycopg import sql
 from pytest_django.fixtures import Settings
 from websockets.asyncio.client import connect
 
+from tests.support import API, ServerProcess, manage
+
 pytestmark = [pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-API = "/app/claude-usage/"
 TIMEOUT = 30.0  # generous: a bound on waiting, never an expectation of speed
-START_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Server:
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True)
 class Deployment:
-    first: Server
-    second: Server
+    first: ServerProcess
+    second: ServerProcess
     token: str
 
 
@@ -82,70 +65,6 @@ def shared_database(tmp_path: Path) -> Iterator[str]:
             )
 
 
-def free_port() -> int:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-            return port
-    except OSError as error:
-        pytest.skip(f"cannot bind a port on 127.0.0.1: {error}")
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
-def start_daphne(env: dict[str, str], log: TextIO, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "backend.asgi:application"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so that it is killed whole
-    )
-
-
-def wait_until_serving(server: Server, token: str) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            output = server.log.read_text()
-            if "Address already in use" in output or "Couldn't listen" in output:
-                pytest.skip(f"port {server.port} could not be bound: {output[-300:]}")
-            pytest.fail(f"daphne on port {server.port} exited:\n{output[-2000:]}")
-        try:
-            answer = httpx.get(f"{server.http}{API}dashboard/", headers=_auth(token), timeout=5)
-            if answer.status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"daphne on port {server.port} did not serve within {START_SECONDS} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, settings: Settings) -> Iterator[Deployment]:
     with shared_database(tmp_path) as database_url:
@@ -163,19 +82,17 @@ def deployment(tmp_path: Path, settings: Settings) -> Iterator[Deployment]:
             "USAGE_WS_RESYNC_SECONDS": "3600",
         }
         manage(env, "migrate", "--noinput", "-v0")
-        token = manage(env, "create_token", "e2e")
-        servers: list[Server] = []
+        token = manage(env, "create_token", "e2e").strip()
+        servers = [ServerProcess(env, tmp_path / f"daphne-{name}.log") for name in ("1", "2")]
         try:
-            for name in ("first", "second"):
-                port, log_path = free_port(), tmp_path / f"daphne-{name}.log"
-                with log_path.open("w") as log:
-                    servers.append(Server(port, start_daphne(env, log, port), log_path))
             for server in servers:
-                wait_until_serving(server, token)
+                server.launch()  # side by side: both start up at once
+            for server in servers:
+                server.wait_ready()
             yield Deployment(first=servers[0], second=servers[1], token=token)
         finally:
             for server in servers:
-                stop(server.process)
+                server.stop()
 
 
 # --- the test ----------------------------------------------------------------------------
@@ -221,7 +138,7 @@ async def test_a_dashboard_on_one_process_sees_an_ingest_through_another(
     url = f"ws://127.0.0.1:{first.port}/ws/claude-usage/?token={token}"
     async with (
         connect(url, open_timeout=TIMEOUT) as dashboard,
-        httpx.AsyncClient(base_url=second.http, headers=_auth(token), timeout=TIMEOUT) as agent,
+        httpx.AsyncClient(base_url=second.url, headers=_auth(token), timeout=TIMEOUT) as agent,
     ):
         snapshot = orjson.loads(await asyncio.wait_for(dashboard.recv(), TIMEOUT))
 

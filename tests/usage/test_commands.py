@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -19,6 +17,7 @@ from django.core.management import call_command
 from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
 
+from tests.support import manage
 from tests.usage.projection_dump import dump_projection
 from usage import services, store
 from usage.measures import Totals
@@ -26,7 +25,6 @@ from usage.models import CompletedWindow, LoggedEvent
 from usage.projection import redis_store
 from usage.projection.batch import Contribution, Owner, epoch_ms
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 SONNET = "claude-sonnet-4-5-20250929"
 
 
@@ -94,21 +92,11 @@ def test_create_token_from_the_shell_writes_nothing_else_to_stdout(tmp_path: Pat
         "REDIS_URL": django_settings.REDIS_URL,
     }
 
-    def manage(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *arguments],
-            cwd=REPOSITORY,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+    manage(env, "migrate", "--verbosity", "0")
+    first, second = manage(env, "create_token", "me"), manage(env, "create_token", "me")
 
-    manage("migrate", "--verbosity", "0")
-    first, second = manage("create_token", "me"), manage("create_token", "me")
-
-    assert first.stdout == second.stdout
-    key = first.stdout.removesuffix("\n")
+    assert first == second
+    key = first.removesuffix("\n")
     assert len(key) == 40
     assert key.isalnum()
 

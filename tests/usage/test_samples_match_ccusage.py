@@ -11,7 +11,8 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from tests.conftest import SAMPLES, Clock, sample_lines
+from tests.conftest import Clock, sample_lines
+from tests.support import samples
 from usage import services
 from usage.completed_windows import Progress
 from usage.models import CompletedWindow
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def _ccusage(report: str) -> Any:
-    return json.loads((SAMPLES / "ccusage" / f"ccusage_{report}.json").read_text())
+    return json.loads(samples("ccusage", f"ccusage_{report}.json").read_text())
 
 
 def _ingest_samples(api: APIClient) -> dict[str, Any]:

@@ -1,0 +1,223 @@
+"""What the tests and the benchmarks share for running the real server: a free port,
+``manage.py`` in a subprocess, a server process (one daphne, or ``python -m backend.serve``
+with N workers) that is started, waited for and stopped, and the reference samples.
+
+Only the standard library and pytest: the agent's tests import this from an environment
+without Django, and start the server with the repository's ``.venv`` python instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"  # what `make run` / `make test` create
+SAMPLES = REPO.parent / "shared" / "samples"  # the reference tree beside the repository
+API = "/app/claude-usage/"
+MANAGE_SECONDS = 120.0  # bounds on waiting, never expectations of speed
+START_SECONDS = 60.0
+WAIT_SECONDS = 60.0
+STOP_SECONDS = 15.0
+LISTENING = "Listening on"  # what each daphne process logs once it accepts
+
+
+def free_port() -> int:
+    """A port nobody listens on now (another process may still take it before we bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def manage(
+    env: dict[str, str],
+    *args: str,
+    timeout: float = MANAGE_SECONDS,
+    python: Path | str = sys.executable,
+) -> str:
+    """``manage.py ARGS`` in its own process with exactly ``env``; its stdout, untouched."""
+    done = subprocess.run(
+        [str(python), "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} exited with {done.returncode}:\n"
+            f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+    return done.stdout
+
+
+@dataclass
+class ServerProcess:
+    """The real server on 127.0.0.1, in a process group of its own (so that stopping it also
+    stops its workers and any wrapper, and nothing else). Tests stop, kill and start it again
+    on the same port, database and log."""
+
+    env: dict[str, str]
+    log_path: Path
+    # 0: one daphne process; N: `python -m backend.serve` (what `make run` starts), N workers
+    workers: int = 0
+    python: Path = field(default_factory=lambda: Path(sys.executable))
+    wrapper: Sequence[str] = ()  # a command prefix, such as a profiler
+    daphne_options: Sequence[str] = ()
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    _listening_before: int = field(default=0, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The process started: daphne, or the launcher of the workers (or the wrapper)."""
+        if self.process is None:
+            raise RuntimeError("the server was not started")
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        address = ["127.0.0.1", str(self.port)]
+        if not self.workers:
+            daphne = str(self.python.parent / "daphne")
+            single = [daphne, *self.daphne_options, "-b", address[0], "-p", address[1]]
+            return [*self.wrapper, *single, "backend.asgi:application"]
+        serve = [str(self.python), "-m", "backend.serve", "--host", address[0], "--port"]
+        options = ["--", *self.daphne_options] if self.daphne_options else []
+        return [*self.wrapper, *serve, address[1], "--workers", str(self.workers), *options]
+
+    def start(self, timeout: float = START_SECONDS) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start it without waiting (several servers can then start side by side)."""
+        # The log is appended to across restarts: only what this start writes counts.
+        self._listening_before = self._listening()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = START_SECONDS) -> None:
+        """Until the application answers over HTTP (401 without a token is an answer) and,
+        behind `backend.serve`, every worker has logged that it listens: the launcher's
+        socket accepts before its workers do, and one answer shows only one worker ready.
+        (A lone daphne need not log it: LOG_LEVEL=WARNING silences that line.)"""
+        expected = self._listening_before + self.workers
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{self.log_tail()}")
+            if (not self.workers or self._listening() >= expected) and self._answers():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = STOP_SECONDS) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, size: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return "(no log)"
+
+    def _listening(self) -> int:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace").count(LISTENING)
+        return 0
+
+    def _answers(self) -> bool:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", f"{API}stats/")
+            connection.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    """Until ``condition()`` holds: the test waits for an event, and ``timeout`` only ends a
+    wait for one that will not come."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+class ProcessLog:
+    """A child's text stderr, read as it comes, so that a test can wait on what it says (and
+    the pipe never fills up)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        if process.stderr is None:
+            raise ValueError("start the process with stderr=subprocess.PIPE")
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._reader.start()
+
+    def lines(self) -> list[str]:
+        return list(self._lines)
+
+    def text(self) -> str:
+        """Everything, once the process has exited (up to the end of the stream)."""
+        self._reader.join(timeout=WAIT_SECONDS)
+        return "".join(self._lines)
+
+    def _read(self, stream: TextIO) -> None:
+        for line in stream:
+            self._lines.append(line)
+
+
+def samples(*parts: str) -> Path:
+    """A path in the reference samples; a missing tree fails the test that needs it, loudly
+    (a test that skipped, or looped over no files, would pass without checking anything)."""
+    path = SAMPLES.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"{path} is missing: these tests need the reference samples at {SAMPLES}"
+            " (shared/samples beside the repository)",
+            pytrace=False,
+        )
+    return path
