@@ -24,8 +24,9 @@ from claude_usage_agent.records import (
     slim_record,
 )
 from tests.data.copy_ranking import Case, Copy, load_cases
+from tests.support import samples
 
-from .transcripts import SAMPLE_PROJECTS, SECRET, assistant_record, user_record
+from .transcripts import SECRET, assistant_record, user_record
 
 
 def test_it_keeps_ids_model_usage_and_the_envelope() -> None:
@@ -134,7 +135,7 @@ def sample_usage_lines() -> list[bytes]:
     """Every usage candidate of the reference sample tree, subagent files included."""
     return [
         line
-        for path in sorted(SAMPLE_PROJECTS.rglob("*.jsonl"))
+        for path in sorted(samples("claude-config", "projects").rglob("*.jsonl"))
         for line in path.read_bytes().splitlines()
         if might_carry_usage(line)
     ]

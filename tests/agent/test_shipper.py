@@ -20,10 +20,10 @@ from claude_usage_agent.records import slim_record
 from claude_usage_agent.shipper import Shipper, Totals
 from claude_usage_agent.transport import IngestResult, parse_ingest_result
 from tests.data.copy_ranking import Case, Copy, load_cases
+from tests.support import samples
 
 from .fake_server import FakeUsageServer
 from .transcripts import (
-    SAMPLE_PROJECTS,
     SECRET,
     append,
     assistant_line,
@@ -308,9 +308,7 @@ def test_an_empty_new_file_gets_a_checkpoint(harness: Harness, tmp_path: Path) -
 
 
 def test_the_sample_tree_ships_every_usage_line(harness: Harness) -> None:
-    if not SAMPLE_PROJECTS.is_dir():
-        pytest.skip(f"{SAMPLE_PROJECTS} is not there")
-    files = [Path(name) for name in transcript_files([SAMPLE_PROJECTS])]
+    files = [Path(name) for name in transcript_files([samples("claude-config", "projects")])]
     totals = harness.ship(*files)
     # Every line with a message.usage object: sent, or merged into a better copy sent with it.
     assert totals.records_sent + totals.copies_merged == 541
@@ -353,9 +351,7 @@ def test_copies_the_agent_cannot_rank_are_all_sent(harness: Harness, tmp_path: P
 def test_merging_copies_leaves_the_server_totals_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not SAMPLE_PROJECTS.is_dir():
-        pytest.skip(f"{SAMPLE_PROJECTS} is not there")
-    files = [Path(name) for name in transcript_files([SAMPLE_PROJECTS])]
+    files = [Path(name) for name in transcript_files([samples("claude-config", "projects")])]
     (tmp_path / "merged").mkdir()
     merged = Harness(tmp_path / "merged")
     assert merged.ship(*files).copies_merged > 0

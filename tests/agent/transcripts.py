@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 SECRET = "TOP SECRET PROMPT TEXT"
-# /work/shared/samples/claude-config/projects beside the repository (see its README).
-SAMPLE_PROJECTS = Path(__file__).resolve().parents[3] / "shared/samples/claude-config/projects"
 
 
 def now_stamp() -> str:
