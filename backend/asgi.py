@@ -1,12 +1,24 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+
+Also what a daphne started on its own (without ``backend.serve``) runs first: it starts or
+joins the embedded Redis when there is no ``REDIS_URL``, and refuses to serve, with one line
+per problem, when a system check fails (a setting outside its allowed values).
+"""
 
 import gc
 import os
 
 from django.core.asgi import get_asgi_application
 
+from backend.checks import start_up_errors
+from backend.embedded_redis import ensure_redis_url, ensure_var_dir
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+ensure_var_dir()  # the default SQLite file's directory
+ensure_redis_url()  # before the settings load: they read REDIS_URL once
 django_http = get_asgi_application()  # sets Django up before the consumers import models
+if problems := start_up_errors():
+    raise SystemExit("\n".join(problems))  # daphne then exits 1 with these lines, no traceback
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
@@ -18,15 +30,14 @@ from usage import pricing  # noqa: E402
 backpressure.install()
 
 # Loaded now, not by the first request each process serves: the URL conf (it imports every
-# view, DRF and the schema generator) and the price data. In a first backfill right after a
-# start, that first request paid about 0.7 s of CPU per worker (py-spy, BENCHMARKS.md).
+# view, DRF and the schema generator) and the price data: otherwise the first request of a
+# backfill right after a start pays for them, on every worker.
 get_resolver().url_patterns  # noqa: B018
 pricing.load()
 
 application = ProtocolTypeRouter({"http": django_http, "websocket": websocket_application})
 
 # Everything loaded so far (Django, the apps, the views, the price table) lives as long as
-# the process. Frozen, the collector stops walking it in every full collection:
-# bench.ingest went from 15,414 to 17,626 records/s with this line alone (BENCHMARKS.md,
-# section 1).
+# the process. Frozen, the collector stops walking it in every full collection, which
+# bench.ingest shows in its throughput.
 gc.freeze()

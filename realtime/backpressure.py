@@ -2,7 +2,8 @@
 
 daphne hands every frame to Twisted, which buffers without limit for a peer that does not
 read. Before each send we look at what the connection's transport still holds; past the
-limit the client has fallen hopelessly behind and is disconnected. It reconnects and gets a fresh, complete snapshot at once.
+limit the client has fallen hopelessly behind and is disconnected. It reconnects and gets
+a fresh, complete snapshot at once.
 
 This reads internals of Twisted (the send buffers of ``abstract.FileDescriptor``), daphne
 (``WebSocketProtocol.serverSend``) and autobahn (``dropConnection``): requirements.txt pins

@@ -1,5 +1,6 @@
-"""Shared fixtures: real Redis (embedded unless REDIS_URL is set), the real database
-(SQLite unless DATABASE_URL is set), an API client with a token, and a controllable clock."""
+"""Shared fixtures: real Redis (embedded unless REDIS_URL is set: tests/embedded_redis_setup.py
+starts it before the settings load), the real database (SQLite unless DATABASE_URL is set),
+an API client with a token, and a controllable clock."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.support import samples
 from usage.projection import redis_store
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -77,8 +79,9 @@ def api(user) -> APIClient:  # type: ignore[no-untyped-def]
 
 
 def sample_lines() -> list[bytes]:
-    """Every line of the sample transcript tree, in a stable order."""
+    """Every line of the sample transcript tree, in a stable order. A missing tree fails the
+    test: rglob would find no file, and a test looping over no line would pass."""
     lines: list[bytes] = []
-    for path in sorted(SAMPLE_PROJECTS.rglob("*.jsonl")):
+    for path in sorted(samples("claude-config", "projects").rglob("*.jsonl")):
         lines.extend(line for line in path.read_bytes().splitlines() if line.strip())
     return lines

@@ -113,9 +113,7 @@ class _Ledger:
             if entry.record.is_sidechain and entry.counted:
                 retracted = entry._replace(revision=entry.revision + 1, counted=False)
                 self._put(retracted)
-                made.append(
-                    Decision(EventKind.RETRACTED, entry.record, retracted.revision, source)
-                )
+                made.append(Decision(EventKind.RETRACTED, entry.record, retracted.revision, source))
         return made
 
     def _has_parent_copy(self, message_id: str) -> bool:

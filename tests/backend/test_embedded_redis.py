@@ -1,6 +1,8 @@
-"""The embedded Redis of a configuration-free install (no REDIS_URL): the processes that open
-the same file share one redis-server, and the last one to leave stops it. Real processes and
-real redis-servers, whatever REDIS_URL the test run itself uses."""
+"""The embedded Redis of a configuration-free install (no REDIS_URL): each entry point
+resolves it with ``ensure_redis_url()`` before the settings load, the processes that open
+the same var directory share one redis-server, their children inherit its URL, and the last
+one to leave stops it. Real processes and real redis-servers, whatever REDIS_URL the test
+run itself uses."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import REPO, free_port, migrated_database, server_env
+from tests.agent.conftest import free_port, migrated_database, server_env
+from tests.support import REPO
 
 __all__ = ["migrated_database"]  # the fixture, imported for this module's tests
 
@@ -25,17 +28,20 @@ pytestmark = [pytest.mark.slow]
 TIMEOUT = 60.0  # a bound on waiting, never an expectation of speed
 READY_LINES = ("Listening on", "periodic jobs running")  # daphne's, run_worker's
 
-# A process of ours in miniature: it opens the embedded server, holds a second connection as
-# the projections' client does, says its URL, and stays until a line arrives on stdin.
+# A process of ours in miniature: as an entry point does, it resolves REDIS_URL (the
+# embedded server under USAGE_VAR_DIR), holds a second connection as the projections'
+# client does, says the URL its settings and children would read, and stays until a line
+# arrives on stdin.
 PROCESS = """
+import os
 import sys
-from pathlib import Path
 
 import redis
 
-from backend.embedded_redis import embedded_redis_url
+from backend.embedded_redis import ensure_redis_url
 
-url = embedded_redis_url(Path(sys.argv[1]))
+ensure_redis_url()
+url = os.environ["REDIS_URL"]
 client = redis.Redis.from_url(url)
 client.ping()  # its connection stays open until the process exits
 print(url, flush=True)
@@ -43,10 +49,20 @@ sys.stdin.readline()
 """
 
 
+def without_redis_url(var_dir: Path) -> dict[str, str]:
+    """No REDIS_URL, whatever the test run uses: the embedded default under ``var_dir``."""
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env["USAGE_VAR_DIR"] = str(var_dir)
+    return env
+
+
 def start(db_file: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A process whose embedded server keeps ``db_file`` (``<var dir>/redis.db``)."""
+    assert db_file.name == "redis.db"
     process = subprocess.Popen(
-        [sys.executable, "-c", PROCESS, str(db_file)],
+        [sys.executable, "-c", PROCESS],
         cwd=REPO,
+        env=without_redis_url(db_file.parent),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -159,6 +175,9 @@ def test_one_ctrl_c_stops_make_runs_whole_process_tree(
         redis_pid = server_pid(workdir / "var" / "redis.db")
         children = [int(pid) for pid in _children_of(launcher.pid)]
         assert len(children) == 2  # one daphne worker, the periodic worker
+        # The launcher started the server before them, and they found it in the environment.
+        launchers_url = f"unix://{_socket_file(workdir)}?client_name=claude-usage-{launcher.pid}"
+        assert [_redis_url_of(pid) for pid in children] == [launchers_url] * 2
 
         os.killpg(launcher.pid, signal.SIGINT)
         assert launcher.wait(timeout=TIMEOUT) == 0
@@ -172,34 +191,105 @@ def test_one_ctrl_c_stops_make_runs_whole_process_tree(
     assert "Traceback" not in output
 
 
+def _socket_file(workdir: Path) -> str:
+    registry = json.loads((workdir / "var" / "redis.db.settings").read_text())
+    return str(registry["unixsocket"])
+
+
+def _redis_url_of(pid: int) -> str:
+    variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    prefix = b"REDIS_URL="
+    (url,) = [variable[len(prefix) :] for variable in variables if variable.startswith(prefix)]
+    return url.decode()
+
+
 def _children_of(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
 
 
 def test_a_type_check_starts_no_redis_server(tmp_path: Path) -> None:
-    """mypy's Django plugin loads the settings named in pyproject.toml, and mypy exits with
-    ``os._exit``: no exit handler runs, so a server started there would stay forever."""
+    """mypy's Django plugin loads the settings named in pyproject.toml and sets the apps
+    up, and mypy exits with ``os._exit``: no exit handler runs, so a server started there
+    would stay forever. The plugin's own loader runs here, as mypy runs it."""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     settings_module = config["tool"]["django-stubs"]["django_settings_module"]
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    env["USAGE_VAR_DIR"] = str(tmp_path)
+    var_dir = tmp_path / "var"
 
     loaded = subprocess.run(
         [
             sys.executable,
             "-c",
-            f"import os; from {settings_module} import REDIS_URL; print(REDIS_URL, flush=True);"
-            " os._exit(0)",
+            "import os, sys\n"
+            "from mypy_django_plugin.django.context import initialize_django\n"
+            "apps, settings = initialize_django(sys.argv[1])\n"
+            "print(repr(settings.REDIS_URL), flush=True)\n"
+            "os._exit(0)",
+            settings_module,
         ],
         cwd=REPO,
-        env=env,
+        env=without_redis_url(var_dir),
         capture_output=True,
         timeout=TIMEOUT,
         check=True,
     )
 
-    started = (tmp_path / "redis.db.settings").exists()
+    started = (var_dir / "redis.db.settings").exists()
     if started:  # the failure this test is about: stop what it left
-        os.kill(server_pid(tmp_path / "redis.db"), signal.SIGTERM)
+        os.kill(server_pid(var_dir / "redis.db"), signal.SIGTERM)
     assert not started, "an embedded server was started"
-    assert not loaded.stdout.startswith(b"unix://"), loaded.stdout
+    assert loaded.stdout == b"''\n"
+    assert not var_dir.exists()
+
+
+def test_a_redis_url_that_is_set_is_taken_as_it_is(tmp_path: Path) -> None:
+    var_dir = tmp_path / "var"
+    env = {**without_redis_url(var_dir), "REDIS_URL": "redis://127.0.0.1:1/0"}  # never opened
+
+    resolved = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from backend.embedded_redis import ensure_redis_url; print(ensure_redis_url())",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+
+    assert resolved.stdout == "redis://127.0.0.1:1/0\n"
+    assert not var_dir.exists()
+
+
+def test_a_child_inherits_the_embedded_servers_url(tmp_path: Path) -> None:
+    """What the launcher's workers rely on: they find the server in REDIS_URL."""
+    db_file = tmp_path / "var" / "redis.db"
+    parent, url = start(db_file)
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            cwd=REPO,
+            env={**without_redis_url(tmp_path / "elsewhere"), "REDIS_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=True,
+        )
+    finally:
+        leave(parent)
+
+    assert child.stdout == f"{url} PONG\n"
+    assert not (tmp_path / "elsewhere").exists()  # it started no server of its own
+
+
+# A child process: it resolves REDIS_URL as every entry point does and uses it.
+CHILD = """
+import redis
+
+from backend.embedded_redis import ensure_redis_url
+
+url = ensure_redis_url()
+print(url, "PONG" if redis.Redis.from_url(url).ping() else "no answer")
+"""

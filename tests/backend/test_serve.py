@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from backend import serve
-from tests.agent.conftest import REPO, ServerProcess, migrated_database, running_server, server_env
+from tests.agent.conftest import ServerProcess, migrated_database, running_server, server_env
+from tests.support import REPO
 
 __all__ = ["migrated_database"]  # the fixture, imported for this module's tests
 
@@ -268,4 +269,63 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
     assert done.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "line"),
+    [
+        (
+            "USAGE_WINDOW_ALIGN",
+            "sideways",
+            "USAGE_WINDOW_ALIGN='sideways': must be one of 'hour', 'exact'",
+        ),
+        (
+            "USAGE_RETENTION_HOURS",
+            "abc",
+            "USAGE_RETENTION_HOURS='abc': must be a number from 0 (keep everything) to 876000",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_the_launcher_before_anything_starts(
+    tmp_path: Path, variable: str, text: str, line: str
+) -> None:
+    env = {key: value for key, value in server_env(tmp_path).items() if key != "REDIS_URL"}
+    env[variable] = text
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "backend.serve", "--port", "0", "--workers", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = launcher.communicate(timeout=TIMEOUT)
+    finally:
+        if launcher.poll() is None:  # it served after all: stop it and its workers
+            os.killpg(launcher.pid, signal.SIGTERM)
+            launcher.wait(timeout=TIMEOUT)
+
+    assert launcher.returncode != 0
+    # Just the line: a worker would have been logged, and would have said it again.
+    assert stderr == f"{line}\n"
+    assert stdout == ""
+    assert not (tmp_path / "var" / "redis.db.settings").exists()  # no embedded Redis either
+
+
+def test_a_port_that_is_not_a_number_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.serve", "--workers", "1"],
+        cwd=REPO,
+        env={**server_env(tmp_path), "PORT": "eighty"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "--port: invalid int value: 'eighty'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -1,0 +1,160 @@
+"""System checks of the settings that have a fixed set of values or a range.
+
+A value outside them would pass start-up and fail later, in every request that reads it
+(``USAGE_WINDOW_ALIGN=sideways`` made every dashboard a 500). Here each such setting has one
+rule; ``manage.py check`` and every command, the launcher (``backend/serve.py``) and a bare
+daphne (``backend/asgi.py``) refuse to go on, with one line per bad setting:
+``USAGE_WINDOW_ALIGN='sideways': must be one of 'hour', 'exact'``.
+
+The rules read the settings, never the environment: a value the settings could not even
+parse is in ``settings.UNREADABLE_SETTINGS`` as its text, and is reported under the same
+rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, run_checks
+
+from usage.windows import CUSTOM_PLAN, PLAN_LIMITS, WindowAlign
+
+CHECK_ID = "backend.E001"
+TAG = "settings"
+
+# A century: a cutoff further back leaves the range of datetime in the retention query.
+MAX_RETENTION_HOURS = 100 * 365 * 24
+# The prefix starts every key and every SCAN pattern; glob characters, braces (Redis hash
+# tags) or spaces in it would make those patterns match other keys, or none.
+REDIS_PREFIX = re.compile(r"[A-Za-z0-9._:-]+")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+USERNAME_MAX_LENGTH = 150  # django.contrib.auth's User.username
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Rule:
+    setting: str
+    allowed: str  # ends "<setting>=<value>: must be ..."
+    # None: no setting holds the value as such (DATABASE_URL becomes DATABASES), and the
+    # settings refuse every unreadable or unsupported one, which is then reported as text.
+    accepts: Callable[[Any], bool] | None
+
+
+def _one_of(setting: str, choices: Iterable[str]) -> Rule:
+    values = tuple(choices)
+    listed = ", ".join(repr(value) for value in values)
+    return Rule(setting, f"one of {listed}", lambda value: value in values)
+
+
+def _whole_number_from(setting: str, minimum: int) -> Rule:
+    return Rule(
+        setting, f"a whole number >= {minimum}", lambda value: _whole(value) and value >= minimum
+    )
+
+
+def _number_from(setting: str, minimum: float) -> Rule:
+    return Rule(
+        setting, f"a number >= {minimum:g}", lambda value: _finite(value) and value >= minimum
+    )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("DEBUG", "true or false", lambda value: isinstance(value, bool)),
+    Rule(
+        "LOG_LEVEL",
+        "one of " + ", ".join(LOG_LEVELS) + " (any case)",
+        lambda value: value in logging.getLevelNamesMapping(),
+    ),
+    Rule("DATABASE_URL", "a sqlite:/// or postgres:// URL", None),
+    Rule(
+        "REDIS_URL",
+        "empty (the embedded server) or a redis://, rediss:// or unix:// URL",
+        lambda url: isinstance(url, str) and (url == "" or url.startswith(REDIS_SCHEMES)),
+    ),
+    Rule(
+        "USAGE_REDIS_PREFIX",
+        "made of letters, digits and . _ : - (not empty)",
+        lambda prefix: isinstance(prefix, str) and REDIS_PREFIX.fullmatch(prefix) is not None,
+    ),
+    _one_of("USAGE_WINDOW_ALIGN", (align.value for align in WindowAlign)),
+    _one_of("USAGE_DEFAULT_PLAN", [*PLAN_LIMITS, CUSTOM_PLAN]),
+    Rule(
+        "USAGE_RETENTION_HOURS",
+        f"a number from 0 (keep everything) to {MAX_RETENTION_HOURS}",
+        lambda hours: _finite(hours) and 0 <= hours <= MAX_RETENTION_HOURS,
+    ),
+    Rule(
+        "USAGE_LOCAL_USER",
+        f"a user name of 1 to {USERNAME_MAX_LENGTH} characters",
+        lambda name: isinstance(name, str) and 1 <= len(name) <= USERNAME_MAX_LENGTH,
+    ),
+    _whole_number_from("USAGE_MAX_BODY_BYTES", 1),
+    _whole_number_from("USAGE_MAX_RECORDS", 1),
+    _number_from("USAGE_WS_MIN_INTERVAL_SECONDS", 0),
+    # 0 would re-read every checkpoint in a busy loop.
+    Rule(
+        "USAGE_WS_RESYNC_SECONDS",
+        "a number > 0",
+        lambda seconds: _finite(seconds) and seconds > 0,
+    ),
+    _whole_number_from("USAGE_WS_MAX_BUFFERED_BYTES", 1),
+    # Each pool keeps one connection open (settings.py), and psycopg's pool refuses a
+    # maximum below its minimum.
+    _whole_number_from("DB_POOL_SIZE", 1),
+)
+
+
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[Error]:
+    """One error for each setting outside its rule (a Django system check)."""
+    unreadable: dict[str, str] = settings.UNREADABLE_SETTINGS
+    errors = [_error(name, text, _allowed(name)) for name, text in unreadable.items()]
+    for rule in RULES:
+        if rule.accepts is None or rule.setting in unreadable:
+            continue
+        value = getattr(settings, rule.setting)
+        if not rule.accepts(value):
+            errors.append(_error(rule.setting, value, rule.allowed))
+    return errors
+
+
+def _allowed(setting: str) -> str:
+    for rule in RULES:
+        if rule.setting == setting:
+            return rule.allowed
+    return "readable"  # a setting parsed without a rule here still fails, if less helpfully
+
+
+def _error(setting: str, value: Any, allowed: str) -> Error:
+    return Error(f"{setting}={value!r}: must be {allowed}", id=CHECK_ID)
+
+
+def start_up_errors() -> list[str]:
+    """Every serious system check problem, one entry per problem, for the processes that
+    serve: they exit with these lines instead of serving with a bad value. Django must be
+    set up."""
+    problems: list[CheckMessage] = run_checks()
+    return [
+        _line(problem) for problem in problems if problem.is_serious() and not problem.is_silenced()
+    ]
+
+
+def _line(problem: CheckMessage) -> str:
+    # A problem that is not about one object (ours: a setting) reads best without Django's
+    # "?: (id)" in front; the others keep their object.
+    return str(problem.msg) if problem.obj is None else str(problem)
