@@ -23,7 +23,6 @@ import pytest
 
 from tests import support
 from tests.support import REPO
-from tests.support import free_port as free_port  # tests/backend import it from here
 
 SERVER_PYTHON = support.VENV_PYTHON
 DAPHNE = SERVER_PYTHON.parent / "daphne"
@@ -47,10 +46,14 @@ class UsageServer(NamedTuple):
 def server_env(workdir: Path) -> dict[str, str]:
     """A private database and Redis namespace, retention off (the samples are from 2025)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CLAUDE_USAGE")}
+    if env.get("REDIS_URL", "").startswith("unix://"):
+        # The test run's embedded Redis keeps its keys in the repository's var/: the server
+        # gets an embedded one of its own instead, below, gone with the test's directory.
+        del env["REDIS_URL"]
     env.update(
         DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
         USAGE_RETENTION_HOURS="0",
-        USAGE_VAR_DIR=str(workdir / "var"),  # the embedded Redis lives here, one per test
+        USAGE_VAR_DIR=str(workdir / "var"),  # its embedded Redis lives here, if it has one
         # A namespace of its own when REDIS_URL points at a shared Redis (the CI's second run).
         USAGE_REDIS_PREFIX=f"agentit{uuid.uuid4().hex[:12]}",
         DJANGO_SETTINGS_MODULE="backend.settings",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import free_port, migrated_database, server_env
-from tests.support import REPO
+from tests.agent.conftest import migrated_database, server_env
+from tests.support import REPO, free_port
 
 __all__ = ["migrated_database"]  # the fixture, imported for this module's tests
 

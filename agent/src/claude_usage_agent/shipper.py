@@ -251,7 +251,7 @@ class _InOrder:
     each on the wire or about to be, while the caller reads the next one; beyond that the
     caller blocks, so memory stays at a few batches whatever the tree's size. Two senders:
     the server overlaps one request's Python work with the other's waits on PostgreSQL and
-    Redis (bench.agent_backfill, 300 MB: 2.97 s with one, 2.55 s with two; BENCHMARKS.md).
+    Redis (bench.agent_backfill measures the difference).
 
     An answer is taken in only after every earlier one: once a batch fails, the failure is
     raised to the caller and no later answer is taken in (its checkpoints would skip the
