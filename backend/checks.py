@@ -1,7 +1,7 @@
 """System checks of the settings that have a fixed set of values or a range.
 
 A value outside them would pass start-up and fail later, in every request that reads it
-(``USAGE_WINDOW_ALIGN=sideways`` made every dashboard a 500). Here each such setting has one
+(``USAGE_WINDOW_ALIGN=sideways`` would make every dashboard a 500). Here each such setting has one
 rule; ``manage.py check`` and every command, the launcher (``backend/serve.py``) and a bare
 daphne (``backend/asgi.py``) refuse to go on, with one line per bad setting:
 ``USAGE_WINDOW_ALIGN='sideways': must be one of 'hour', 'exact'``.
