@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from operator import add, sub
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from usage.events import UsageEvent
 from usage.measures import values_of
@@ -22,7 +22,6 @@ TOTAL = "total"
 Bucket = tuple[str, int]  # (MINUTE or HOUR, its start in epoch seconds), or (TOTAL, 0)
 TOTAL_BUCKET: Bucket = (TOTAL, 0)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-K = TypeVar("K")
 
 
 class Owner(NamedTuple):
@@ -122,27 +121,35 @@ def _roll_up(
     """Cells into buckets and owners, in steps: cells into (minute, model) and into owners;
     minutes into their hour and the total; each bucket's own sums from its models'. A
     backfill's batch has about one cell per message (its messages are minutes apart), so
-    what is done per cell counts."""
+    what is done per cell counts: the additions are written out, not calls."""
     per_minute: dict[tuple[int, str], list[int]] = {}
     owners: dict[Owner, list[int]] = {}
     for (minute, model, owner), sums in cells.items():
-        _add(per_minute, (minute, model), sums)
-        _add(owners, owner, sums)
+        current = per_minute.get((minute, model))
+        if current is None:
+            per_minute[(minute, model)] = sums[:]
+        else:
+            current[:] = map(add, current, sums)
+        current = owners.get(owner)
+        if current is None:
+            owners[owner] = sums[:]
+        else:
+            current[:] = map(add, current, sums)
     bucket_models: dict[tuple[Bucket, str], list[int]] = {}
     for (minute, model), sums in per_minute.items():
         seconds = minute * 60
         bucket_models[((MINUTE, seconds), model)] = sums  # each (minute, model) once
-        _add(bucket_models, ((HOUR, seconds - seconds % 3600), model), sums)
-        _add(bucket_models, (TOTAL_BUCKET, model), sums)
+        for wider in (((HOUR, seconds - seconds % 3600), model), (TOTAL_BUCKET, model)):
+            current = bucket_models.get(wider)
+            if current is None:
+                bucket_models[wider] = sums[:]
+            else:
+                current[:] = map(add, current, sums)
     buckets: dict[Bucket, list[int]] = {}
     for (bucket, _), sums in bucket_models.items():
-        _add(buckets, bucket, sums)
+        current = buckets.get(bucket)
+        if current is None:
+            buckets[bucket] = sums[:]
+        else:
+            current[:] = map(add, current, sums)
     return buckets, bucket_models, owners
-
-
-def _add(sums_by_key: dict[K, list[int]], key: K, sums: list[int]) -> None:
-    current = sums_by_key.get(key)
-    if current is None:
-        sums_by_key[key] = sums[:]
-    else:
-        current[:] = map(add, current, sums)

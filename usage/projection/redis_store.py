@@ -166,14 +166,22 @@ def _payload(batch: Batch) -> dict[str, Any]:
     """The batch as ``lua/apply.lua`` takes it: keys, fields and index members."""
     ids = _OwnerIds()
     changes: dict[str, list[str | int]] = {}
+    keys: dict[Bucket, str] = {}
     for bucket, sums in batch.buckets.items():
-        changes[_bucket_key(bucket)] = _field_changes(FIELDS, sums)
+        key = keys[bucket] = _bucket_key(bucket)
+        changes[key] = _field_changes(FIELDS, sums)
     model_fields: dict[str, tuple[str, ...]] = {}  # "i|MODEL", ...: built once per model
     for (bucket, model), sums in batch.bucket_models.items():
         names = model_fields.get(model)
         if names is None:
             names = model_fields[model] = tuple(f"{field}|{model}" for field in FIELDS)
-        changes[_bucket_key(bucket)] += _field_changes(names, sums)
+        # Written out rather than a call: a backfill's batch has thousands of these.
+        changes[keys[bucket]] += [
+            item
+            for name, value in zip(names, sums, strict=False)
+            if value
+            for item in (name, value)
+        ]
     owner_sums: dict[str, list[int]] = {}
     index: dict[str, tuple[str, str]] = {}
     for owner, sums in batch.owners.items():
