@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill clean
+.PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill bench-agent-latency clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-fanout: $(STAMP)
 
 bench-backfill: $(STAMP)
 	$(BIN)/python -m bench.agent_backfill
+
+bench-agent-latency: $(STAMP)
+	$(BIN)/python -m bench.agent_latency
 
 clean:
 	rm -rf $(VENV) var/test-*
