@@ -43,14 +43,14 @@ def free_port() -> int:
         return port
 
 
-def manage(
+def run_manage(
     env: dict[str, str],
     *args: str,
     timeout: float = MANAGE_SECONDS,
     python: Path | str = sys.executable,
-) -> str:
-    """``manage.py ARGS`` in its own process with exactly ``env``; its stdout, untouched."""
-    done = subprocess.run(
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py ARGS`` in its own process with exactly ``env``, whatever its exit status."""
+    return subprocess.run(
         [str(python), "manage.py", *args],
         cwd=REPO,
         env=env,
@@ -59,6 +59,16 @@ def manage(
         timeout=timeout,
         check=False,
     )
+
+
+def manage(
+    env: dict[str, str],
+    *args: str,
+    timeout: float = MANAGE_SECONDS,
+    python: Path | str = sys.executable,
+) -> str:
+    """``manage.py ARGS`` in its own process with exactly ``env``; its stdout, untouched."""
+    done = run_manage(env, *args, timeout=timeout, python=python)
     if done.returncode != 0:
         raise RuntimeError(
             f"manage.py {' '.join(args)} exited with {done.returncode}:\n"

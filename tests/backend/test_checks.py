@@ -15,7 +15,7 @@ from django.core.checks import run_checks
 from django.test import override_settings
 
 from backend import checks
-from tests.support import REPO
+from tests.support import REPO, run_manage
 
 TIMEOUT = 60.0  # a bound on waiting, never an expectation of speed
 
@@ -187,15 +187,7 @@ def environment(tmp_path: Path, **variables: str) -> dict[str, str]:
 def test_manage_py_check_fails_with_one_line_naming_the_setting(
     tmp_path: Path, variable: str, text: str, line: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=REPO,
-        env=environment(tmp_path, **{variable: text}),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = run_manage(environment(tmp_path, **{variable: text}), "check")
 
     assert done.returncode != 0
     naming = [reported for reported in done.stderr.splitlines() if variable in reported]
@@ -208,15 +200,7 @@ def test_a_command_refuses_to_run_with_a_bad_value(tmp_path: Path) -> None:
     """Not only ``check``: ``migrate`` creates no database with a bad value."""
     env = environment(tmp_path, USAGE_DEFAULT_PLAN="platinum")
 
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = run_manage(env, "migrate", "--noinput")
 
     assert done.returncode != 0
     assert "USAGE_DEFAULT_PLAN='platinum'" in done.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import redis
 from django.core.management import get_commands
 
 import manage
-from tests.support import REPO
+from tests.support import REPO, run_manage
 
 TIMEOUT = 120.0  # a bound on waiting, never an expectation of speed
 
@@ -50,18 +48,6 @@ def environment_without_redis(var_dir: Path, **variables: str) -> dict[str, str]
         key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DATABASE_URL"}
     }
     return {**env, "USAGE_VAR_DIR": str(var_dir), **variables}
-
-
-def run_manage(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *arguments],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
 
 
 def test_migrate_on_a_fresh_clone_creates_the_var_dir_and_starts_no_redis(

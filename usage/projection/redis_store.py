@@ -166,9 +166,9 @@ def _payload(batch: Batch) -> dict[str, Any]:
     """The batch as ``lua/apply.lua`` takes it: keys, fields and index members."""
     ids = _OwnerIds()
     changes: dict[str, list[str | int]] = {}
-    keys: dict[Bucket, str] = {}
+    bucket_keys: dict[Bucket, str] = {}
     for bucket, sums in batch.buckets.items():
-        key = keys[bucket] = _bucket_key(bucket)
+        key = bucket_keys[bucket] = _bucket_key(bucket)
         changes[key] = _field_changes(FIELDS, sums)
     model_fields: dict[str, tuple[str, ...]] = {}  # "i|MODEL", ...: built once per model
     for (bucket, model), sums in batch.bucket_models.items():
@@ -176,7 +176,7 @@ def _payload(batch: Batch) -> dict[str, Any]:
         if names is None:
             names = model_fields[model] = tuple(f"{field}|{model}" for field in FIELDS)
         # Written out rather than a call: a backfill's batch has thousands of these.
-        changes[keys[bucket]] += [
+        changes[bucket_keys[bucket]] += [
             item
             for name, value in zip(names, sums, strict=False)
             if value
