@@ -6,6 +6,7 @@ Only usage metadata survives parsing: message and tool text never leave this mod
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -221,6 +222,14 @@ class UsageEvent(NamedTuple):
 
 
 _POSITION = UsageEvent._fields.index("position")
+
+
+def fingerprint(message_id: str, request_id: str, revision: int) -> str:
+    """A short name for one event of a log (its message, request and revision): a
+    projection's checkpoint carries its last event's, so that a log whose position holds
+    another event (a restored backup) is told apart."""
+    key = f"{message_id}\0{request_id}\0{revision}".encode()
+    return hashlib.blake2b(key, digest_size=6).hexdigest()
 
 
 def newest_revisions(events: Iterable[UsageEvent]) -> list[UsageEvent]:

@@ -100,3 +100,19 @@ class OfficialLimit(models.Model):
 
     def __str__(self) -> str:
         return f"limits of user {self.user_id} at {self.observed_at:%Y-%m-%d %H:%M}"
+
+
+class LogIdentity(models.Model):
+    """The log's identity: made with the database (migration 0005) and stored in it. Every
+    projection carries it, so that Redis never answers for another log (a new database, a
+    second deployment on the same Redis) with this one's user ids."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)  # one row
+    value = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "usage_log_identity"
+
+    def __str__(self) -> str:
+        return f"log {self.value}"

@@ -312,9 +312,11 @@ def dashboard_with_position(
     """The dashboard and the log position it includes at least (read before the data, so
     every event up to it is in the answer)."""
     projector.ensure_current(user_id)
-    position = redis_store.checkpoint(user_id) or 0
+    stored = redis_store.checkpoint(user_id)
+    position = stored.position if stored is not None else 0
     return position, dashboard(user_id=user_id, now=now, hours=hours, limits=limits)
 
 
 def checkpoints(user_ids: list[int]) -> dict[int, int]:
-    return redis_store.checkpoints(user_ids)
+    """The positions the users' projections stand at (what the WebSocket resync compares)."""
+    return {user_id: cp.position for user_id, cp in redis_store.checkpoints(user_ids).items()}

@@ -55,7 +55,7 @@ def ingest_records(
     with store.appending():
         logged = store.latest_entries(user_id, {record.message_id for record in parsed})
         outcome = decide(parsed, logged)
-        after = store.last_position(user_id)
+        after = store.head(user_id)
         pending = [
             first_copies[decision.source]
             if decision.kind is EventKind.RECORDED

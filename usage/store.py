@@ -10,6 +10,7 @@ same. Database triggers refuse UPDATE; the only DELETE is retention's.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,8 +23,8 @@ from django.db import connection, transaction
 from django.db.models import Min
 
 from usage.dedupe import Entry
-from usage.events import EventKind, UsageEvent, UsageRecord, newest_revisions
-from usage.models import LoggedEvent
+from usage.events import EventKind, UsageEvent, UsageRecord, fingerprint, newest_revisions
+from usage.models import LoggedEvent, LogIdentity
 
 if TYPE_CHECKING:
     import psycopg
@@ -309,16 +310,45 @@ def previous_revisions(
     return found
 
 
+class Head(NamedTuple):
+    """A user's last event in the log: its position and its fingerprint ("" for none)."""
+
+    position: int
+    event: str
+
+
 def last_position(user_id: int) -> int:
+    return head(user_id).position
+
+
+def head(user_id: int) -> Head:
     # Plain SQL: once per ingest, and the ORM took longer to build it than the database to
     # answer it (a backward walk of ``usage_event_user_position``).
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT position FROM {_TABLE} WHERE user_id = %s ORDER BY position DESC LIMIT 1",
+            f"SELECT position, message_id, request_id, revision FROM {_TABLE} "
+            "WHERE user_id = %s ORDER BY position DESC LIMIT 1",
             [user_id],
         )
         row = cursor.fetchone()
-    return int(row[0]) if row else 0
+    return Head(int(row[0]), fingerprint(*row[1:])) if row else Head(0, "")
+
+
+def fingerprint_at(user_id: int, position: int) -> str | None:
+    """The fingerprint of the user's event at ``position``; None when the log has none."""
+    row = (
+        LoggedEvent.objects.filter(user_id=user_id, position=position)
+        .values_list("message_id", "request_id", "revision")
+        .first()
+    )
+    return None if row is None else fingerprint(*row)
+
+
+def log_identity() -> str:
+    """This log's identity (made by migration 0005; made again if the table was emptied,
+    which is a new log as far as any projection is concerned)."""
+    identity, _ = LogIdentity.objects.get_or_create(id=1, defaults={"value": uuid.uuid4().hex})
+    return identity.value
 
 
 def user_ids_with_events() -> list[int]:

@@ -24,6 +24,7 @@ from usage.measures import Totals
 from usage.models import CompletedWindow, LoggedEvent
 from usage.projection import redis_store
 from usage.projection.batch import Contribution, Owner, epoch_ms
+from usage.projection.redis_store import Checkpoint
 
 SONNET = "claude-sonnet-4-5-20250929"
 
@@ -130,15 +131,18 @@ def test_rebuild_projections_recomputes_every_projection_from_the_log(
     r.hincrby(redis_store.user_prefix(user.pk) + "tot", "i", 999)
     r.delete(redis_store.user_prefix(other_user.pk) + "tot")
     gone = get_user_model().objects.create(username="gone")
-    redis_store.reset_checkpoint(gone.pk)
-    redis_store.apply(gone.pk, [(1, [a_contribution()])], after=0)
+    log = store.log_identity()
+    redis_store.reset_checkpoint(gone.pk, log)
+    redis_store.apply(
+        gone.pk, [(1, [a_contribution()])], after=Checkpoint(log, 0, ""), last_event="gone"
+    )
 
     printed = run("rebuild_projections")
 
     assert printed == "rebuilt projections of 3 users\n"
     assert dump_projection(user.pk) == expected[user.pk]
     assert dump_projection(other_user.pk) == expected[other_user.pk]
-    assert dump_projection(gone.pk) == {"cp": "0"}
+    assert dump_projection(gone.pk) == {"cp": f"{log}:0:"}
 
 
 # --- prune_events --------------------------------------------------------------------------
@@ -195,7 +199,9 @@ def test_one_worker_tick_catches_up_keeps_finished_windows_and_applies_retention
     assert list(LoggedEvent.objects.values_list("message_id", flat=True)) == ["young"]
     totals = redis_store.totals(user.pk)[0]
     assert (totals.messages, totals.input_tokens) == (1, 10)
-    assert redis_store.checkpoint(user.pk) == store.last_position(user.pk)
+    stored = redis_store.checkpoint(user.pk)
+    assert stored is not None
+    assert stored.position == store.last_position(user.pk)
     # the window of the pruned event is kept (both alignments), the active one is not yet
     finished = CompletedWindow.objects.filter(user=user)
     assert sorted(finished.values_list("align", flat=True)) == ["exact", "hour"]
@@ -211,7 +217,7 @@ def test_a_worker_tick_repairs_a_projection_that_missed_an_ingest(user: User) ->
     # The ingest committed but its catch-up never ran (the process died in between):
     # the projection stands at position 0.
     redis_store.drop_user(user.pk)
-    redis_store.reset_checkpoint(user.pk)
+    redis_store.reset_checkpoint(user.pk, store.log_identity())
 
     run("run_worker", "--once")
 

@@ -12,6 +12,7 @@ from itertools import count, pairwise
 from typing import Any
 
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.test import override_settings
@@ -30,6 +31,7 @@ from usage.events import UsageEvent
 from usage.measures import Totals
 from usage.projection import projector, redis_store
 from usage.projection.batch import Contribution, Owner, epoch_ms
+from usage.projection.redis_store import Checkpoint
 
 NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
 START = NOW - timedelta(hours=10)
@@ -218,7 +220,9 @@ def test_projecting_ingest_by_ingest_equals_rebuilding_from_the_log(
         ingest(user_id, host, lines)  # each commit catches the projection up (on_commit)
 
     incremental = dump_projection(user_id)
-    assert incremental["cp"] == str(store.last_position(user_id))
+    stored = redis_store.checkpoint(user_id)
+    assert stored is not None
+    assert stored.position == store.last_position(user_id)
     assert projected_totals(user_id) == counted_totals_in_log(user_id)
     # whatever order the copies came in: a copy revised or retracted leaves no first or last
     assert projected_spans(user_id) == counted_spans_in_log(user_id)
@@ -262,23 +266,72 @@ def some_lines() -> list[dict[str, object]]:
 @pytest.mark.django_db(transaction=True)
 def test_applying_already_applied_positions_again_changes_nothing(user: User) -> None:
     ingest(user.pk, "laptop", some_lines())
-    checkpoint = store.last_position(user.pk)
+    current = redis_store.checkpoint(user.pk)
+    assert current is not None
+    log, position = current.log, current.position
     before = dump_projection(user.pk)
     messages = redis_store.totals(user.pk)[0].messages
 
-    again = redis_store.apply(user.pk, [(checkpoint, [a_contribution()])], after=checkpoint - 1)
+    again = redis_store.apply(
+        user.pk,
+        [(position, [a_contribution()])],
+        after=Checkpoint(log, position - 1, "earlier"),
+        last_event=current.event,
+    )
     replayed = redis_store.apply(
         user.pk,
-        [(position, [a_contribution()]) for position in range(1, checkpoint + 1)],
-        after=0,
+        [(p, [a_contribution()]) for p in range(1, position + 1)],
+        after=Checkpoint(log, 0, ""),
+        last_event=current.event,
     )
 
-    assert again == replayed == checkpoint
+    assert again == replayed == current
     assert dump_projection(user.pk) == before
     # the very same call with the next position does change the projection
-    applied = redis_store.apply(user.pk, [(checkpoint + 1, [a_contribution()])], after=checkpoint)
-    assert applied == checkpoint + 1
+    applied = redis_store.apply(
+        user.pk, [(position + 1, [a_contribution()])], after=current, last_event="next"
+    )
+    assert applied == Checkpoint(log, position + 1, "next")
     assert redis_store.totals(user.pk)[0].messages == messages + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_apply_to_another_logs_projection_is_refused(user: User) -> None:
+    ingest(user.pk, "laptop", some_lines())
+    current = redis_store.checkpoint(user.pk)
+    assert current is not None
+    before = dump_projection(user.pk)
+
+    refused = redis_store.apply(
+        user.pk,
+        [(current.position + 1, [a_contribution()])],
+        after=current._replace(log="another-log"),
+        last_event="next",
+    )
+
+    assert refused is None
+    assert dump_projection(user.pk) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_script_that_fails_half_way_leaves_a_projection_that_is_rebuilt(user: User) -> None:
+    """Redis keeps what a failing script already wrote: the checkpoint says "being written"
+    until the end, so what is left half-applied is never served nor added to."""
+    ingest(user.pk, "laptop", some_lines())
+    built = dump_projection(user.pk)
+    current = redis_store.checkpoint(user.pk)
+    assert current is not None
+    # A field that HINCRBY refuses, in a hash the batch below adds to after other writes.
+    redis_store.client().hset(redis_store.user_prefix(user.pk) + "tot", "o", "not a number")
+
+    with pytest.raises(redis.ResponseError):
+        redis_store.apply(
+            user.pk, [(current.position + 1, [a_contribution()])], after=current, last_event="x"
+        )
+
+    assert redis_store.checkpoint(user.pk) is None
+    projector.ensure_current(user.pk)
+    assert dump_projection(user.pk) == built
 
 
 @pytest.mark.django_db(transaction=True)
@@ -358,7 +411,9 @@ def test_a_user_without_events_gets_zeros_and_a_checkpoint(
 
     assert stats["total_tokens"] == 0
     assert stats["total_messages"] == 0
-    assert redis_store.checkpoint(user.pk) == 0
+    stored = redis_store.checkpoint(user.pk)
+    assert stored is not None
+    assert stored.position == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -368,7 +423,12 @@ def test_an_apply_to_a_projection_without_checkpoint_is_refused(user: User) -> N
     redis_store.client().delete(redis_store.user_prefix(user.pk) + "cp")  # a drop under way
     before = dump_projection(user.pk)
 
-    refused = redis_store.apply(user.pk, [(checkpoint + 1, [a_contribution()])], after=0)
+    refused = redis_store.apply(
+        user.pk,
+        [(checkpoint + 1, [a_contribution()])],
+        after=Checkpoint(store.log_identity(), 0, ""),
+        last_event="x",
+    )
 
     assert refused is None
     assert dump_projection(user.pk) == before

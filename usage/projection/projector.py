@@ -11,26 +11,29 @@ import logging
 from collections.abc import Sequence
 
 from usage import notify, store
-from usage.events import EventKind, UsageEvent
+from usage.events import EventKind, UsageEvent, fingerprint
 from usage.projection import redis_store
 from usage.projection.batch import Contribution, contribution
+from usage.projection.redis_store import Checkpoint
+from usage.store import Head
 
 log = logging.getLogger(__name__)
 
 CATCH_UP_BATCH = 5000
 
 
-def after_commit(user_id: int, events: Sequence[UsageEvent] = (), *, after: int = -1) -> None:
+def after_commit(
+    user_id: int, events: Sequence[UsageEvent] = (), *, after: Head | None = None
+) -> None:
     """Project and announce a just-committed ingest. Never raises: the log already holds
     the data, and anything missed here is caught up later.
 
-    ``events`` are the ingest's own events and ``after`` the user's last position before
-    them: when the projection stands exactly there (the usual case) they are applied from
-    memory; otherwise the log is read from the checkpoint."""
+    ``events`` are the ingest's own events and ``after`` the user's last event before them:
+    when the projection stands exactly there (the usual case) they are applied from memory;
+    otherwise the log is read from the checkpoint."""
     try:
-        position = _apply_fresh(user_id, events, after) if events else None
-        if position is None:
-            position = catch_up(user_id)
+        applied = _apply_fresh(user_id, events, after) if events and after else None
+        position = applied.position if applied is not None else catch_up(user_id)
     except Exception:
         log.exception("projection catch-up failed for user %s; will retry", user_id)
         return
@@ -40,60 +43,84 @@ def after_commit(user_id: int, events: Sequence[UsageEvent] = (), *, after: int 
 def after_limits_changed(user_id: int) -> None:
     """Official limits changed: the log did not move, so the prompt asks for a refresh."""
     try:
-        position = redis_store.checkpoint(user_id) or 0
+        stored = redis_store.checkpoint(user_id)
     except Exception:
         log.warning("could not announce new limits for user %s", user_id, exc_info=True)
         return
-    notify.changed(user_id, position, refresh=True)
+    notify.changed(user_id, stored.position if stored else 0, refresh=True)
 
 
 def catch_up(user_id: int) -> int:
-    """Apply the user's events after the checkpoint; returns the new checkpoint."""
-    position = redis_store.checkpoint(user_id)
+    """Apply the user's events after the checkpoint; returns the new checkpoint's position.
+    A checkpoint this log cannot vouch for (``trusted``) means: rebuild."""
+    current = trusted(user_id)
     while True:
-        if position is None:
-            position = _restart(user_id)
+        if current is None:
+            current = _restart(user_id)
             continue
-        events = store.events_after(user_id, position, limit=CATCH_UP_BATCH)
+        events = store.events_after(user_id, current.position, limit=CATCH_UP_BATCH)
         if not events:
-            return position
-        applied = redis_store.apply(user_id, _contributions(user_id, events), after=position)
+            return current.position
+        last = events[-1].record
+        applied = redis_store.apply(
+            user_id,
+            _contributions(user_id, events),
+            after=current,
+            last_event=fingerprint(last.message_id, last.request_id, events[-1].revision),
+        )
         # None: another writer moved the checkpoint meanwhile, or a rebuild removed it;
-        # continue from where it is now (a missing one means: restart).
-        position = applied if applied is not None else redis_store.checkpoint(user_id)
+        # continue from where it is now, if this log vouches for it.
+        current = applied if applied is not None else trusted(user_id)
 
 
-def _restart(user_id: int) -> int | None:
-    """Start the user's projection afresh when its checkpoint is missing. Under the lock
-    and only if still missing: a second reader that found it gone at the same moment must
+def trusted(user_id: int) -> Checkpoint | None:
+    """The user's checkpoint, if it is one of this log: this log's identity, and a
+    position that holds, in this log, the event it names (a projection ahead of the log,
+    or of a log whose positions now hold other events, is not). None: rebuild."""
+    stored = redis_store.checkpoint(user_id)
+    if stored is None or stored.log != store.log_identity():
+        return None
+    if stored.position and store.fingerprint_at(user_id, stored.position) != stored.event:
+        return None
+    return stored
+
+
+def _restart(user_id: int) -> Checkpoint | None:
+    """Start the user's projection afresh when no trusted checkpoint is left. Under the lock
+    and only if still untrusted: a second reader that found it gone at the same moment must
     not drop what the first is already building (keys created between its scan and its
     delete would survive and be counted twice). Returns the checkpoint to continue from."""
     with redis_store.rebuild_lock(user_id):
-        if redis_store.checkpoint(user_id) is None:
-            # A partial projection would be added to twice. A missing checkpoint is also how
-            # a new layout version finds every user: the earlier layout's keys go too.
+        if trusted(user_id) is None:
+            # A partial or foreign projection would be added to. Dropping also removes
+            # what earlier layout versions left: a new layout finds every user this way.
             redis_store.drop_user(user_id, earlier_layouts=True)
-            redis_store.reset_checkpoint(user_id)
-    return redis_store.checkpoint(user_id)
+            redis_store.reset_checkpoint(user_id, store.log_identity())
+    return trusted(user_id)
 
 
-def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: int) -> int | None:
-    if after < 0:
-        return None
-    # The Lua script itself refuses a missing or moved checkpoint (None: catch up instead).
-    return redis_store.apply(user_id, _contributions(user_id, events), after=after)
+def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: Head) -> Checkpoint | None:
+    # The Lua script itself refuses a checkpoint other than ``after`` (None: catch up).
+    last = events[-1]
+    return redis_store.apply(
+        user_id,
+        _contributions(user_id, events),
+        after=Checkpoint(store.log_identity(), after.position, after.event),
+        last_event=fingerprint(last.record.message_id, last.record.request_id, last.revision),
+    )
 
 
 def ensure_current(user_id: int) -> None:
-    """Before answering a read: rebuild when Redis has lost the user's projection."""
-    if redis_store.checkpoint(user_id) is None:
+    """Before answering a read: rebuild when Redis has no projection of this log for the
+    user (lost, another log's, or ahead of this one)."""
+    if trusted(user_id) is None:
         catch_up(user_id)
 
 
 def rebuild_user(user_id: int, *, earlier_layouts: bool = False) -> int:
     with redis_store.rebuild_lock(user_id):  # not while another rebuild is dropping keys
         redis_store.drop_user(user_id, earlier_layouts=earlier_layouts)
-        redis_store.reset_checkpoint(user_id)
+        redis_store.reset_checkpoint(user_id, store.log_identity())
     return catch_up(user_id)
 
 
@@ -103,9 +130,16 @@ def rebuild_all() -> dict[int, int]:
     User by user, each under its rebuild lock, not one bulk delete: on a live server a read
     that found a checkpoint already deleted would start rebuilding that user while the bulk
     delete, working from its earlier scan, still removed keys the read had just built.
-    Users with a projection but no events left get an empty one."""
+    Users with a projection but no events left get an empty one. One user's failure is
+    logged and does not stop the others."""
     user_ids = set(store.user_ids_with_events()) | set(redis_store.projected_user_ids())
-    return {user_id: rebuild_user(user_id, earlier_layouts=True) for user_id in sorted(user_ids)}
+    rebuilt = {}
+    for user_id in sorted(user_ids):
+        try:
+            rebuilt[user_id] = rebuild_user(user_id, earlier_layouts=True)
+        except Exception:
+            log.exception("rebuilding the projection of user %s failed", user_id)
+    return rebuilt
 
 
 def catch_up_all() -> dict[int, int]:

@@ -51,9 +51,9 @@ from usage.projection.batch import (
     aggregate,
 )
 
-LAYOUT_VERSION = "v2"
+LAYOUT_VERSION = "v3"
 # Earlier layouts: their keys are deleted when a user's projection is built afresh.
-OLD_LAYOUT_VERSIONS = ("v1",)
+OLD_LAYOUT_VERSIONS = ("v1", "v2")
 # Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
 # arguments go in chunks of this many.
 UNPACK_LIMIT = 1000
@@ -116,50 +116,91 @@ def user_prefix(user_id: int, layout: str = LAYOUT_VERSION) -> str:
 # --- the checkpoint and applying -----------------------------------------------------------
 
 
-def checkpoint(user_id: int) -> int | None:
-    """The last applied position, or None when Redis has no projection for the user
-    (flushed, restarted without persistence, or never built)."""
-    value = client().get(user_prefix(user_id) + "cp")
-    return None if value is None else int(value)
+class Checkpoint(NamedTuple):
+    """Where a projection stands: which log it projects (``store.log_identity``), the last
+    position it applied, and that event's fingerprint (``events.fingerprint``; "" at 0).
+    Stored as ``LOG:POSITION:EVENT``; while a batch is being written it is ``LOG:writing``,
+    which reads as no checkpoint at all (a script that fails half-way leaves it so)."""
+
+    log: str
+    position: int
+    event: str
+
+    def text(self) -> str:
+        return f"{self.log}:{self.position}:{self.event}"
 
 
-def checkpoints(user_ids: Sequence[int]) -> dict[int, int]:
+def _checkpoint_from(value: str | None) -> Checkpoint | None:
+    if value is None:
+        return None
+    log, _, rest = value.partition(":")
+    position, _, event = rest.partition(":")
+    return Checkpoint(log, int(position), event) if position.isdigit() else None
+
+
+def checkpoint(user_id: int) -> Checkpoint | None:
+    """The stored checkpoint, or None when Redis has none that reads (flushed, restarted
+    without persistence, never built, or left half-written)."""
+    return _checkpoint_from(client().get(user_prefix(user_id) + "cp"))
+
+
+def checkpoints(user_ids: Sequence[int]) -> dict[int, Checkpoint]:
     """Checkpoints of many users in one round trip (a pipeline: keys live in other slots)."""
     pipe = client().pipeline(transaction=False)
     for user_id in user_ids:
         pipe.get(user_prefix(user_id) + "cp")
-    return {
-        user_id: int(value)
-        for user_id, value in zip(user_ids, pipe.execute(), strict=True)
-        if value is not None
-    }
+    found = zip(user_ids, map(_checkpoint_from, pipe.execute()), strict=True)
+    return {user_id: stored for user_id, stored in found if stored is not None}
 
 
 def apply(
-    user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]], *, after: int
-) -> int | None:
-    """Apply ``events``, which must be all of the user's events after position ``after``,
-    in one atomic step. Returns the new checkpoint; the unchanged one when they were already
-    applied; None when the checkpoint is not ``after`` (a gap or a race: re-read from it)."""
+    user_id: int,
+    events: Sequence[tuple[int, Sequence[Contribution]]],
+    *,
+    after: Checkpoint,
+    last_event: str,
+) -> Checkpoint | None:
+    """Apply ``events``, which must be all of the user's events after ``after`` (whose last
+    has the fingerprint ``last_event``), in one atomic step. Returns the new checkpoint;
+    the stored one when they were already applied; None when the stored checkpoint is not
+    ``after`` (a gap, a race, or another log: re-read and judge it)."""
     if not events:
         return after
-    last = events[-1][0]
+    last = Checkpoint(after.log, events[-1][0], last_event)
     status, current = _run_apply(user_id, events, after=after, last=last)
-    if status < 0 and after < current < last:
-        # Part of the batch is already in (a concurrent catch-up read fewer events):
-        # apply the rest, which starts right after it.
-        rest = [(position, c) for position, c in events if position > current]
+    partly_in = (
+        status < 0
+        and current is not None
+        and current.log == after.log
+        and current.position != last.position
+        and current.position in {position for position, _ in events}
+    )
+    if partly_in and current is not None:
+        # Part of the batch is already in (a concurrent catch-up read fewer events): apply
+        # the rest, which starts right after it. A stored position that is not one of the
+        # batch's is not this story (another history of the log): the caller judges it.
+        rest = [(position, c) for position, c in events if position > current.position]
         status, current = _run_apply(user_id, rest, after=current, last=last)
     return None if status < 0 else current
 
 
 def _run_apply(
-    user_id: int, events: Sequence[tuple[int, Sequence[Contribution]]], *, after: int, last: int
-) -> tuple[int, int]:
+    user_id: int,
+    events: Sequence[tuple[int, Sequence[Contribution]]],
+    *,
+    after: Checkpoint,
+    last: Checkpoint,
+) -> tuple[int, Checkpoint | None]:
     payload = _payload(aggregate(events))
-    payload.update(after=after, last=last, messages_field=MESSAGES_FIELD)
-    status, checkpoint_now = _run("apply", user_id, orjson.dumps(payload))
-    return int(status), int(checkpoint_now)
+    payload.update(
+        log=after.log,
+        after=after.text(),
+        last=last.text(),
+        last_position=last.position,
+        messages_field=MESSAGES_FIELD,
+    )
+    status, stored = _run("apply", user_id, orjson.dumps(payload))
+    return int(status), _checkpoint_from(stored or None)
 
 
 def _payload(batch: Batch) -> dict[str, Any]:
@@ -312,9 +353,9 @@ def _short_id(text: str) -> str:
 # --- building afresh -----------------------------------------------------------------------
 
 
-def reset_checkpoint(user_id: int) -> None:
-    """Marks an empty, fully built projection (a user with no events yet)."""
-    client().set(user_prefix(user_id) + "cp", 0, nx=True)
+def reset_checkpoint(user_id: int, log: str) -> None:
+    """Marks an empty, fully built projection of ``log`` (a user with no events yet)."""
+    client().set(user_prefix(user_id) + "cp", Checkpoint(log, 0, "").text(), nx=True)
 
 
 @contextmanager

@@ -9,13 +9,20 @@
 local prefix = KEYS[1]
 local batch = cjson.decode(ARGV[1])
 local messages_field = batch.messages_field
+-- The checkpoint is LOG:POSITION:EVENT (redis_store.Checkpoint).
 local stored = redis.call('GET', prefix .. 'cp')
 -- No checkpoint: the projection is lost or being dropped for a rebuild. Writing now would
 -- leave keys that the rebuild then adds to a second time; the caller re-reads instead.
-if not stored then return {-1, -1} end
-local checkpoint = tonumber(stored)
-if checkpoint >= batch.last then return {0, checkpoint} end
-if checkpoint ~= batch.after then return {-1, checkpoint} end
+if not stored then return {-1, ''} end
+local log, position = string.match(stored, '^([^:]*):(%d+):')
+-- Another log's projection, or one left half-written: never added to.
+if log ~= batch.log or not position then return {-1, stored} end
+if tonumber(position) >= batch.last_position then return {0, stored} end
+if stored ~= batch.after then return {-1, stored} end
+-- Until the last write below, the checkpoint says "being written": should this script
+-- fail half-way (Redis keeps what it already wrote), the projection reads as lost and is
+-- rebuilt, never served nor added to again.
+redis.call('SET', prefix .. 'cp', batch.log .. ':writing')
 
 local function count_of(key)
   return tonumber(redis.call('HGET', key, messages_field) or '0')
