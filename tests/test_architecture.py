@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STORE = REPO / "usage" / "projection" / "redis_store.py"
 # The store's key layout (see its docstring): bucket, owner and index keys and their parts.
-KEY_TEXT = re.compile(r"^(m|h|p|s|host):|:sessions$|^(tot|cp|ts|unpriced)$|\{u:")
+KEY_TEXT = re.compile(r"^(m|h|p|s|host|pts|sts|hts|win):|:sessions$|^(tot|cp|ts|unpriced)$|\{u:")
 
 
 def string_literals(path: Path) -> list[tuple[int, str]]:

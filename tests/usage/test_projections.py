@@ -538,3 +538,39 @@ def test_one_users_ingest_leaves_another_users_projection_alone(
 
     assert dump_projection(other_user.pk) == theirs
     assert projected_totals(user.pk) == projected_totals(other_user.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(USAGE_RETENTION_HOURS=0)
+def test_messages_whose_ids_join_alike_are_two_in_the_timestamp_index(user: User) -> None:
+    """("a|b", "c") and ("a", "b|c") joined with a separator are one string."""
+    usage = dict.fromkeys(COUNT_FIELDS, 1)
+    first = Message("a|b", "c", START, SONNET, usage, "s", "/p")
+    second = Message("a", "b|c", START + timedelta(hours=1), SONNET, usage, "s", "/p")
+    ingest(
+        user.pk, "laptop", [transcript_line(first, "full", 0), transcript_line(second, "full", 0)]
+    )
+
+    whole_day = (epoch_ms(START - timedelta(days=1)), epoch_ms(START + timedelta(days=1)))
+    assert redis_store.messages_between(user.pk, *whole_day) == 2
+    [session] = redis_store.sessions(user.pk, redis_store.project_id("/p"))
+    assert (session.first_ms, session.last_ms) == (epoch_ms(first.at), epoch_ms(second.at))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_bucket_of_thousands_of_fields_is_written_whole(user: User) -> None:
+    """1,500 models in one new minute: 18,000 field/amount items for one new hash, more
+    than Lua's unpack() takes at once."""
+    log = store.log_identity()
+    redis_store.reset_checkpoint(user.pk, log)
+    contributions = [
+        a_contribution()._replace(model=f"model-{i}", message_id=f"m{i}") for i in range(1500)
+    ]
+
+    applied = redis_store.apply(
+        user.pk, [(1, contributions)], after=Checkpoint(log, 0, ""), last_event="x"
+    )
+
+    assert applied == Checkpoint(log, 1, "x")
+    totals, models = redis_store.totals(user.pk)
+    assert (totals.messages, totals.input_tokens, len(models)) == (1500, 15_000, 1500)

@@ -59,10 +59,10 @@ class Batch(NamedTuple):
     buckets: dict[Bucket, list[int]]  # each bucket's sums over all models
     bucket_models: dict[tuple[Bucket, str], list[int]]  # each (bucket, model)'s sums
     owners: dict[Owner, list[int]]  # each project/session/host's sums
-    spans: dict[Owner, tuple[int, int]]  # earliest and latest added timestamp (ms) per owner
-    withdrawn: list[tuple[Owner, int]]  # timestamps of withdrawn copies, each once, in order
     messages: dict[Message, int | None]  # each message's final timestamp; None: removed
+    named: dict[Owner, None]  # owners a copy was added to (whose hashes keep their names)
     unpriced: dict[str, int]  # model -> change in its count of unpriced events
+    earliest: int | None  # the earliest timestamp (ms) the batch adds or takes back
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -91,10 +91,10 @@ def aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> Batch:
     thousand messages touches a few dozen such cells, and the roll-up into buckets and owners
     (``_roll_up``) runs per cell, not per message."""
     cells: dict[tuple[int, str, Owner], list[int]] = {}
-    spans: dict[Owner, tuple[int, int]] = {}
-    withdrawn: dict[tuple[Owner, int], None] = {}  # an ordered set
     messages: dict[Message, int | None] = {}
+    named: dict[Owner, None] = {}
     unpriced: dict[str, int] = {}
+    earliest: int | None = None
     for _, contributions in events:
         for c in contributions:
             ts, owner, sign = c.timestamp_ms, c.owner, c.sign
@@ -107,12 +107,11 @@ def aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> Batch:
                 unpriced[c.model] = unpriced.get(c.model, 0) + sign
             messages[Message(c.message_id, c.request_id, owner)] = ts if sign > 0 else None
             if sign > 0:
-                low, high = spans.get(owner, (ts, ts))
-                spans[owner] = (min(low, ts), max(high, ts))
-            else:
-                withdrawn[(owner, ts)] = None
+                named[owner] = None
+            if earliest is None or ts < earliest:
+                earliest = ts
     buckets, bucket_models, owners = _roll_up(cells)
-    return Batch(buckets, bucket_models, owners, spans, list(withdrawn), messages, unpriced)
+    return Batch(buckets, bucket_models, owners, messages, named, unpriced, earliest)
 
 
 def _roll_up(

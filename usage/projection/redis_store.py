@@ -3,16 +3,21 @@
 Layout, per user (the ``{u:ID}`` hash tag keeps a user's keys in one Redis Cluster slot,
 which the Lua scripts need):
 
-    PREFIX:v2:{u:ID}:cp              last applied log position (the checkpoint)
-    PREFIX:v2:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
-    PREFIX:v2:{u:ID}:h:HOUR          per-hour rollup of the same
-    PREFIX:v2:{u:ID}:tot             totals over all retained events
-    PREFIX:v2:{u:ID}:ts              sorted set: counted message -> timestamp (ms), for windows
-                                     and first/last (member: MESSAGE|REQUEST|PID|SID|HOSTID)
-    PREFIX:v2:{u:ID}:projects        set of project ids;   ...:p:ID  project hash
-    PREFIX:v2:{u:ID}:p:ID:sessions   set of session ids;   ...:s:ID  session hash
-    PREFIX:v2:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
-    PREFIX:v2:{u:ID}:unpriced        model -> events that had no price
+    PREFIX:v3:{u:ID}:cp              the checkpoint, LOG:POSITION:EVENT (``Checkpoint``)
+    PREFIX:v3:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
+    PREFIX:v3:{u:ID}:h:HOUR          per-hour rollup of the same
+    PREFIX:v3:{u:ID}:tot             totals over all retained events
+    PREFIX:v3:{u:ID}:ts              sorted set: counted message -> timestamp (ms), for
+                                     windows (member: ``index_member``)
+    PREFIX:v3:{u:ID}:pts:PID, sts:SID, hts:HOSTID
+                                     the same per project, session and host: their first
+                                     and last messages are the ends, one lookup each
+    PREFIX:v3:{u:ID}:win:ALIGN       the latest window found (start, first message): where
+                                     the next window walk starts
+    PREFIX:v3:{u:ID}:projects        set of project ids;   ...:p:ID  project hash
+    PREFIX:v3:{u:ID}:p:ID:sessions   set of session ids;   ...:s:ID  session hash
+    PREFIX:v3:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
+    PREFIX:v3:{u:ID}:unpriced        model -> events that had no price
 
 Bucket fields: one per measure (``usage.measures.FIELDS``), and the same per model as
 ``FIELD|MODEL``. Project, session and host hashes hold the measures too, and ``first`` and
@@ -21,7 +26,9 @@ the copies arrived in.
 
 Every change is applied by one Lua script (``lua/apply.lua``) that also moves the
 checkpoint, so a read never sees an event half applied, and an event at or below the
-checkpoint is skipped (applying twice is a no-op).
+checkpoint is skipped (applying twice is a no-op). No script does work that grows with a
+user's history: lookups go through the indexes above, in O(log n), and the window walk
+takes bounded steps per call (``tests/usage/test_redis_work.py`` counts them).
 """
 
 from __future__ import annotations
@@ -55,8 +62,14 @@ LAYOUT_VERSION = "v3"
 # Earlier layouts: their keys are deleted when a user's projection is built afresh.
 OLD_LAYOUT_VERSIONS = ("v1", "v2")
 # Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
-# arguments go in chunks of this many.
+# arguments go in chunks of this many (and the script's own unpacks are chunked too).
 UNPACK_LIMIT = 1000
+# cjson reads numbers as doubles: integers above 2**53 would arrive rounded.
+MAX_EXACT = 2**53
+# The 5-hour window alignments whose latest window the store keeps an anchor for.
+WINDOW_ALIGNS = ("hour", "exact")
+# Windows one call of lua/last_window.lua walks at most; a longer walk takes more calls.
+WINDOW_STEPS_PER_CALL = 64
 REBUILD_LOCK_SECONDS = 60  # dropping and resetting takes milliseconds; this bounds a crash
 MINUTE_SECONDS = 60
 HOUR_SECONDS = 3600
@@ -198,6 +211,7 @@ def _run_apply(
         last=last.text(),
         last_position=last.position,
         messages_field=MESSAGES_FIELD,
+        unpack_limit=UNPACK_LIMIT,
     )
     status, stored = _run("apply", user_id, orjson.dumps(payload))
     return int(status), _checkpoint_from(stored or None)
@@ -238,23 +252,15 @@ def _payload(batch: Batch) -> dict[str, Any]:
     changes["unpriced"] = [
         item for model, count in batch.unpriced.items() if count for item in (model, count)
     ]
+    _check_exact(changes)
     return {
         "incr": [[key, fields] for key, fields in changes.items() if fields],
         "hset": _owner_fields(batch, ids),
-        "widen": [
-            [key, low, high]
-            for owner, (low, high) in batch.spans.items()
-            for key in ids.keys(owner)
-        ],
-        "narrow": [
-            [key, which, tag, ts]
-            for owner, ts in batch.withdrawn
-            for which, (key, tag) in enumerate(
-                zip(ids.keys(owner), ids.tags(owner), strict=True), 1
-            )
-        ],
+        "spans": _owner_spans(batch, ids),
         "index": [[key, set_key, member] for key, (set_key, member) in index.items()],
         "unpriced": sorted(batch.unpriced),
+        "earliest": batch.earliest,
+        "aligns": WINDOW_ALIGNS,
         **_index_changes(batch, ids),
     }
 
@@ -265,28 +271,62 @@ def _field_changes(names: Sequence[str], sums: Sequence[int]) -> list[str | int]
     return [item for name, value in pairs if value for item in (name, value)]
 
 
+def _check_exact(changes: dict[str, list[str | int]]) -> None:
+    """Every amount must reach Redis exactly: cjson reads numbers as doubles. Checked here,
+    before the script, which Redis would not roll back half-way. The totals bound every
+    other hash's amounts (each is a part of them), so they alone are looked at."""
+    for value in changes.get(_bucket_key(TOTAL_BUCKET), [])[1::2]:
+        if not isinstance(value, int) or abs(value) > MAX_EXACT:
+            raise ValueError(f"an amount of {value!r} cannot be sent to Redis exactly")
+
+
 def _owner_fields(batch: Batch, ids: _OwnerIds) -> list[list[str]]:
     """The names a project's and a session's hashes keep beside their sums."""
     fields: dict[tuple[str, str], str] = {}
-    for owner in batch.spans:
+    for owner in batch.named:  # once named, always: the same whatever the batches' splits
         project, session, _ = ids.keys(owner)
-        pid, _, _ = ids.tags(owner)
+        pid, _, _ = ids.of(owner)
         fields[(project, "path")] = owner.project_path
         fields[(session, "session")] = owner.session_id
         fields[(session, "pid")] = pid
     return [[key, field, value] for (key, field), value in fields.items()]
 
 
-def _index_changes(batch: Batch, ids: _OwnerIds) -> dict[str, list[list[str | int]]]:
-    added: list[str | int] = []
-    removed: list[str | int] = []
+def _owner_spans(batch: Batch, ids: _OwnerIds) -> list[list[str]]:
+    """[owner hash, its timestamp index] of every owner the batch touched: the script sets
+    the hash's ``first`` and ``last`` from the index's ends (one lookup each)."""
+    touched = {message.owner for message in batch.messages}
+    return [
+        [key, index]
+        for owner in touched
+        for key, index in zip(ids.keys(owner), ids.indexes(owner), strict=True)
+    ]
+
+
+def _index_changes(batch: Batch, ids: _OwnerIds) -> dict[str, Any]:
+    """The timestamp indexes' changes: the user's (``ts``) and each owner's. A member stays
+    in an index if any of its copies in the batch ends counted there (a revision may move a
+    message from one session to another of the same project)."""
+    final: dict[str, dict[str, int | None]] = {}
     for message, ts in batch.messages.items():
-        member = f"{message.message_id}|{message.request_id}|{ids.tag(message.owner)}"
-        if ts is None:
-            removed.append(member)
-        else:
-            added += (ts, member)
-    return {"zadd": _chunks(added, UNPACK_LIMIT), "zrem": _chunks(removed, UNPACK_LIMIT)}
+        member = index_member(message.message_id, message.request_id)
+        for index in ("ts", *ids.indexes(message.owner)):
+            states = final.setdefault(index, {})
+            if ts is not None or member not in states:
+                states[member] = ts
+    zadd, zrem = [], []
+    for index, states in final.items():
+        added = [item for member, ts in states.items() if ts is not None for item in (ts, member)]
+        removed = [member for member, ts in states.items() if ts is None]
+        zadd += [[index, chunk] for chunk in _chunks(added, UNPACK_LIMIT)]
+        zrem += [[index, chunk] for chunk in _chunks(removed, UNPACK_LIMIT)]
+    return {"zadd": zadd, "zrem": zrem}
+
+
+def index_member(message_id: str, request_id: str) -> str:
+    """A message's member in the timestamp indexes. The message id's length first: with a
+    plain separator ``a|b`` + ``c`` and ``a`` + ``b|c`` would be one member."""
+    return f"{len(message_id)}:{message_id}|{request_id}"
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -311,26 +351,28 @@ class _OwnerIds:
     def __init__(self) -> None:
         self._ids: dict[Owner, tuple[str, str, str]] = {}
 
-    def tags(self, owner: Owner) -> tuple[str, str, str]:
+    def of(self, owner: Owner) -> tuple[str, str, str]:
         found = self._ids.get(owner)
         if found is None:
             found = self._ids[owner] = _owner_ids(owner)
         return found
 
-    def tag(self, owner: Owner) -> str:
-        return "|".join(self.tags(owner))
+    def indexes(self, owner: Owner) -> tuple[str, str, str]:
+        """The timestamp indexes of the project's, session's and host's messages."""
+        pid, sid, hid = self.of(owner)
+        return f"pts:{pid}", f"sts:{sid}", f"hts:{hid}"
 
     def keys(self, owner: Owner) -> tuple[str, str, str]:
         """The project's, session's and host's hash (the host's is named, not hashed)."""
-        pid, sid, _ = self.tags(owner)
+        pid, sid, _ = self.of(owner)
         return f"p:{pid}", f"s:{sid}", f"host:{owner.host}"
 
     def index_sets(self, owner: Owner) -> tuple[str, str, str]:
-        pid, _, _ = self.tags(owner)
+        pid, _, _ = self.of(owner)
         return "projects", f"p:{pid}:sessions", "hosts"
 
     def members(self, owner: Owner) -> tuple[str, str, str]:
-        pid, sid, _ = self.tags(owner)
+        pid, sid, _ = self.of(owner)
         return pid, sid, owner.host
 
 
@@ -445,12 +487,18 @@ def _bucket_keys(start: int, end: int) -> list[str]:
 
 
 def last_window(user_id: int, align: str) -> tuple[int, int, int] | None:
-    """(start, first message, last message) in epoch ms of the user's latest window."""
-    found = _run("last_window", user_id, align)
-    if not found:
-        return None
-    start, first, last = (int(float(value)) for value in found)
-    return start, first, last
+    """(start, first message, last message) in epoch ms of the user's latest window.
+
+    The script walks the windows from the latest one it found before (an anchor that
+    writes before it invalidate), at most ``WINDOW_STEPS_PER_CALL`` of them per call: a long
+    history takes several short calls, once, never one long one."""
+    while True:
+        found = _run("last_window", user_id, align, WINDOW_STEPS_PER_CALL)
+        if not found:
+            return None
+        if found[0] != "more":
+            start, first, last = (int(float(value)) for value in found)
+            return start, first, last
 
 
 def messages_between(user_id: int, start_ms: int, end_ms: int) -> int:

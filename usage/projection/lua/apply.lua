@@ -9,6 +9,7 @@
 local prefix = KEYS[1]
 local batch = cjson.decode(ARGV[1])
 local messages_field = batch.messages_field
+local unpack_limit = batch.unpack_limit
 -- The checkpoint is LOG:POSITION:EVENT (redis_store.Checkpoint).
 local stored = redis.call('GET', prefix .. 'cp')
 -- No checkpoint: the projection is lost or being dropped for a rebuild. Writing now would
@@ -32,9 +33,12 @@ for _, op in ipairs(batch.incr) do
   -- op: {key, {field, amount, field, amount, ...}}, no amount zero.
   local key, changes = prefix .. op[1], op[2]
   if redis.call('EXISTS', key) == 0 then
-    -- A new hash (most minute buckets of a backfill): one HSET instead of an HINCRBY per
-    -- field; the same hash either way.
-    redis.call('HSET', key, unpack(changes))
+    -- A new hash (most minute buckets of a backfill): HSET instead of an HINCRBY per
+    -- field, the same hash either way; in chunks, as unpack() puts every item on the
+    -- C stack.
+    for i = 1, #changes, unpack_limit do
+      redis.call('HSET', key, unpack(changes, i, math.min(i + unpack_limit - 1, #changes)))
+    end
   else
     for i = 1, #changes, 2 do
       -- A field back at zero is removed, so that "+1 then -1" over two batches leaves the
@@ -45,68 +49,36 @@ for _, op in ipairs(batch.incr) do
     end
   end
 end
--- Chunks of score/member pairs, one ZADD or ZREM each.
-for _, chunk in ipairs(batch.zadd) do
-  redis.call('ZADD', prefix .. 'ts', unpack(chunk))
+-- The timestamp indexes (the user's and each owner's): {index, {score, member, ...}} and
+-- {index, {member, ...}}, in chunks.
+for _, op in ipairs(batch.zadd) do
+  redis.call('ZADD', prefix .. op[1], unpack(op[2]))
 end
-for _, chunk in ipairs(batch.zrem) do
-  redis.call('ZREM', prefix .. 'ts', unpack(chunk))
+for _, op in ipairs(batch.zrem) do
+  redis.call('ZREM', prefix .. op[1], unpack(op[2]))
 end
 for _, op in ipairs(batch.hset) do
   redis.call('HSET', prefix .. op[1], op[2], op[3])
 end
-for _, op in ipairs(batch.widen) do
-  local key = prefix .. op[1]
-  local first = tonumber(redis.call('HGET', key, 'first') or '0')
-  if first == 0 or op[2] < first then redis.call('HSET', key, 'first', op[2]) end
-  local last = tonumber(redis.call('HGET', key, 'last') or '0')
-  if op[3] > last then redis.call('HSET', key, 'last', op[3]) end
-end
-
--- A withdrawn copy (revised or retracted) that was an owner's first or last: the owner's
--- nearest remaining message in the timestamp index takes its place, found by its tag
--- (members end in |PID|SID|HOSTID). An owner left without messages keeps neither.
-local function tag_of(member, which)
-  local tags = {string.match(member, '|([^|]*)|([^|]*)|([^|]*)$')}
-  return tags[which]
-end
--- Walks by rank, 256 members at a time: linear in the distance walked (LIMIT's offset
--- would make it quadratic).
-local function nearest(which, tag, from, upward)
-  local index = prefix .. 'ts'
-  local edge
-  if upward then
-    edge = redis.call('ZRANGEBYSCORE', index, from, '+inf', 'LIMIT', 0, 1)
-  else
-    edge = redis.call('ZREVRANGEBYSCORE', index, from, '-inf', 'LIMIT', 0, 1)
-  end
-  if #edge == 0 then return nil end
-  local rank = redis.call('ZRANK', index, edge[1])
-  while true do
-    local low, high = rank, rank + 255
-    if not upward then low, high = math.max(rank - 255, 0), rank end
-    local page = redis.call('ZRANGE', index, low, high, 'WITHSCORES')
-    if #page == 0 then return nil end
-    local first, last, step = 1, #page - 1, 2
-    if not upward then first, last, step = #page - 1, 1, -2 end
-    for i = first, last, step do
-      if tag_of(page[i], which) == tag then return page[i + 1] end
-    end
-    if upward then rank = high + 1 elseif low == 0 then return nil else rank = low - 1 end
-  end
-end
-for _, op in ipairs(batch.narrow) do
-  -- op: {key, which tag (1 project, 2 session, 3 host), tag, withdrawn timestamp}
-  local key, which, tag, withdrawn = prefix .. op[1], op[2], op[3], op[4]
-  if count_of(key) <= 0 then
+-- An owner's first and last message: its own index's ends, one lookup each, whatever the
+-- order copies arrived in. An owner left without messages keeps neither.
+for _, op in ipairs(batch.spans) do
+  local key, index = prefix .. op[1], prefix .. op[2]
+  local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+  if #first == 0 then
     redis.call('HDEL', key, 'first', 'last')
   else
-    for field, upward in pairs({first = true, last = false}) do
-      if tonumber(redis.call('HGET', key, field) or '0') == withdrawn then
-        local found = nearest(which, tag, withdrawn, upward)
-        -- Never nil while the owner has messages; HDEL rather than an error half-way.
-        if found then redis.call('HSET', key, field, found) else redis.call('HDEL', key, field) end
-      end
+    local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+    redis.call('HSET', key, 'first', first[2], 'last', last[2])
+  end
+end
+-- The latest-window anchors (lua/last_window.lua) stand on the messages from their first
+-- one on: a change at or before it may move every window after.
+if batch.earliest then
+  for _, align in ipairs(batch.aligns) do
+    local anchor = redis.call('HGET', prefix .. 'win:' .. align, 'first')
+    if anchor and batch.earliest <= tonumber(anchor) then
+      redis.call('DEL', prefix .. 'win:' .. align)
     end
   end
 end
