@@ -574,3 +574,18 @@ def test_a_new_bucket_of_thousands_of_fields_is_written_whole(user: User) -> Non
     assert applied == Checkpoint(log, 1, "x")
     totals, models = redis_store.totals(user.pk)
     assert (totals.messages, totals.input_tokens, len(models)) == (1500, 15_000, 1500)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_amounts_past_what_a_double_holds_are_stored_exactly(user: User) -> None:
+    """Lua's cjson reads numbers as doubles; 2**53 + 1 of them would arrive as 2**53."""
+    log = store.log_identity()
+    redis_store.reset_checkpoint(user.pk, log)
+    huge = 2**53 + 1
+    first = a_contribution()
+    contribution = first._replace(values=first.values._replace(input_tokens=huge))
+
+    redis_store.apply(user.pk, [(1, [contribution])], after=Checkpoint(log, 0, ""), last_event="x")
+
+    totals, _ = redis_store.totals(user.pk)
+    assert totals.input_tokens == huge

@@ -63,6 +63,7 @@ class Batch(NamedTuple):
     named: dict[Owner, None]  # owners a copy was added to (whose hashes keep their names)
     unpriced: dict[str, int]  # model -> change in its count of unpriced events
     earliest: int | None  # the earliest timestamp (ms) the batch adds or takes back
+    bound: int  # no sum in the batch is larger than this (in absolute value)
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -95,8 +96,12 @@ def aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> Batch:
     named: dict[Owner, None] = {}
     unpriced: dict[str, int] = {}
     earliest: int | None = None
+    largest = count = 0
     for _, contributions in events:
+        count += len(contributions)
         for c in contributions:
+            if c.values and (top := max(c.values)) > largest:
+                largest = top
             ts, owner, sign = c.timestamp_ms, c.owner, c.sign
             cell = (ts // 60_000, c.model, owner)
             sums = cells.get(cell)
@@ -111,7 +116,8 @@ def aggregate(events: Sequence[tuple[int, Sequence[Contribution]]]) -> Batch:
             if earliest is None or ts < earliest:
                 earliest = ts
     buckets, bucket_models, owners = _roll_up(cells)
-    return Batch(buckets, bucket_models, owners, messages, named, unpriced, earliest)
+    bound = largest * count  # every value is a count or a cost: none is negative
+    return Batch(buckets, bucket_models, owners, messages, named, unpriced, earliest, bound)
 
 
 def _roll_up(

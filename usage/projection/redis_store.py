@@ -64,8 +64,10 @@ OLD_LAYOUT_VERSIONS = ("v1", "v2")
 # Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
 # arguments go in chunks of this many (and the script's own unpacks are chunked too).
 UNPACK_LIMIT = 1000
-# cjson reads numbers as doubles: integers above 2**53 would arrive rounded.
+# cjson reads numbers as doubles: integers above 2**53 would arrive rounded, so larger
+# amounts go as text (HINCRBY and HSET read both); Redis's integers end at 2**63 - 1.
 MAX_EXACT = 2**53
+MAX_REDIS_INTEGER = 2**63 - 1
 # The 5-hour window alignments whose latest window the store keeps an anchor for.
 WINDOW_ALIGNS = ("hour", "exact")
 # Windows one call of lua/last_window.lua walks at most; a longer walk takes more calls.
@@ -252,7 +254,8 @@ def _payload(batch: Batch) -> dict[str, Any]:
     changes["unpriced"] = [
         item for model, count in batch.unpriced.items() if count for item in (model, count)
     ]
-    _check_exact(changes)
+    if batch.bound > MAX_EXACT:
+        _exactly(changes)
     return {
         "incr": [[key, fields] for key, fields in changes.items() if fields],
         "hset": _owner_fields(batch, ids),
@@ -271,13 +274,18 @@ def _field_changes(names: Sequence[str], sums: Sequence[int]) -> list[str | int]
     return [item for name, value in pairs if value for item in (name, value)]
 
 
-def _check_exact(changes: dict[str, list[str | int]]) -> None:
-    """Every amount must reach Redis exactly: cjson reads numbers as doubles. Checked here,
-    before the script, which Redis would not roll back half-way. The totals bound every
-    other hash's amounts (each is a part of them), so they alone are looked at."""
-    for value in changes.get(_bucket_key(TOTAL_BUCKET), [])[1::2]:
-        if not isinstance(value, int) or abs(value) > MAX_EXACT:
-            raise ValueError(f"an amount of {value!r} cannot be sent to Redis exactly")
+def _exactly(changes: dict[str, list[str | int]]) -> None:
+    """Every amount must reach Redis exactly: cjson reads numbers as doubles, so those past
+    2**53 are sent as text. One past Redis's integers is refused here, before the script,
+    which Redis would not roll back half-way. Only a batch whose bound passes 2**53 (never
+    a real one: that is nine million dollars in nanodollars) comes here."""
+    for fields in changes.values():
+        for at in range(1, len(fields), 2):
+            value = fields[at]
+            if isinstance(value, int) and abs(value) > MAX_EXACT:
+                if abs(value) > MAX_REDIS_INTEGER:
+                    raise ValueError(f"an amount of {value} is past what Redis can hold")
+                fields[at] = str(value)
 
 
 def _owner_fields(batch: Batch, ids: _OwnerIds) -> list[list[str]]:
