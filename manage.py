@@ -22,7 +22,7 @@ COMMANDS_WITH_REDIS = frozenset(
         "shell",
     }
 )
-COMMANDS_WITHOUT_REDIS = frozenset({"create_token"})
+COMMANDS_WITHOUT_REDIS = frozenset({"create_token", "rotate_token", "revoke_token"})
 
 
 def main(argv: list[str]) -> None:

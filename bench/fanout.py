@@ -179,6 +179,7 @@ def server_env(database_url: str, scenario: Scenario, var_dir: Path) -> dict[str
         "USAGE_REDIS_PREFIX": REDIS_PREFIX,
         "USAGE_VAR_DIR": str(var_dir),
         "LOG_LEVEL": "WARNING",
+        "USAGE_THROTTLE_READ_PER_MINUTE": "0",  # its clients read far faster than one user
     }
     if scenario.max_buffered_bytes is not None:
         env["USAGE_WS_MAX_BUFFERED_BYTES"] = str(scenario.max_buffered_bytes)

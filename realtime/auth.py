@@ -3,6 +3,10 @@ an ``Authorization: Token KEY`` header, or the Django session of a logged-in use
 
 A session cookie rides along with any page's WebSocket, so session logins must come from an
 allowed Origin; a token is a credential in itself and needs no such check.
+
+Credentials are checked when a connection opens, and again on every resync of the hub
+(``revoked``): a token deleted or replaced (``manage.py revoke_token`` / ``rotate_token``) or
+a user deactivated ends that user's connections within one resync period.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 from rest_framework.authtoken.models import Token
@@ -26,6 +31,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         if key is not None:
             scope["user"] = await _user_for_token(key)
             scope["auth_method"] = "token"
+            scope["auth_token"] = key  # checked again on every resync (revoked)
         elif not _origin_allowed(scope):
             scope["user"] = AnonymousUser()
         else:
@@ -56,6 +62,25 @@ def _user_for_token(key: str) -> Any:
     except Token.DoesNotExist:
         return AnonymousUser()
     return token.user if token.user.is_active else AnonymousUser()
+
+
+def revoked(credentials: list[tuple[int, str | None]]) -> set[tuple[int, str | None]]:
+    """Those of ``credentials`` (user id, token key or None for a session) that no longer
+    hold: the user is gone or inactive, or the token no longer exists for that user. Two
+    queries, whatever the number of connections."""
+    user_ids = {user_id for user_id, _ in credentials}
+    keys = {key for _, key in credentials if key is not None}
+    active = set(
+        get_user_model()
+        .objects.filter(pk__in=user_ids, is_active=True)
+        .values_list("pk", flat=True)
+    )
+    tokens = set(Token.objects.filter(key__in=keys).values_list("user_id", "key"))
+    return {
+        (user_id, key)
+        for user_id, key in credentials
+        if user_id not in active or (key is not None and (user_id, key) not in tokens)
+    }
 
 
 def _origin_allowed(scope: dict[str, Any]) -> bool:

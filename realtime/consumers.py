@@ -4,6 +4,10 @@ Each frame is exactly the REST dashboard's JSON plus ``type`` and ``position``. 
 arrive as small "changed up to N" prompts on a per-user group; the data itself is always
 read back from the projections, so a lost prompt loses nothing (the hub's resync catches
 it) and positions never go backwards.
+
+Close codes: 4401 for credentials that do not hold (at connect, or at a later resync once
+the token is deleted or replaced or the user deactivated); 4429 for a client that keeps
+sending ``configure``/``refresh`` past its limit (``realtime/limits.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import close_old_connections
 
-from realtime.hub import Hub, Snapshot
+from realtime import auth, limits
+from realtime.hub import Credential, Hub, Snapshot
 from usage import selectors
 from usage.api.serializers import DashboardParams
 from usage.notify import user_group
@@ -38,17 +43,19 @@ MAX_CLIENT_FRAME_BYTES = 4096
 MAX_SEND_ROUNDS = 8
 
 Clock = Callable[[], datetime]  # the wall clock dashboards are computed at (aware, UTC)
+Ticker = Callable[[], float]  # a monotonic clock in seconds: the action limit's
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     user_id: int
 
-    def __init__(self, *, hub: Hub, clock: Clock) -> None:
+    def __init__(self, *, hub: Hub, clock: Clock, ticker: Ticker = time.monotonic) -> None:
         """Channels builds one consumer per connection, with the keyword arguments given to
-        ``as_asgi``: ``realtime.routing`` passes the process's hub and the system clock."""
+        ``as_asgi``: ``realtime.routing`` passes the process's hub and the system clocks."""
         super().__init__()
         self.hub = hub
         self.clock = clock
+        self.ticker = ticker
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -57,6 +64,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHENTICATED)  # nothing is ever sent before this
             return
         self.user_id = int(user.pk)
+        token = self.scope.get("auth_token") if self.scope.get("auth_method") == "token" else None
+        self.credential: Credential = (self.user_id, token)
+        self.action_limit = limits.ActionLimit()
         self.hours: float = 6.0
         self.limits = LimitSettings(
             plan=settings.USAGE_DEFAULT_PLAN,
@@ -74,7 +84,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         await self.accept()
         self.hub.join(self)
-        self.hub.ensure_resync(settings.USAGE_WS_RESYNC_SECONDS, _read_checkpoints)
+        self.hub.ensure_resync(settings.USAGE_WS_RESYNC_SECONDS, _read_checkpoints, _revoked)
         await self.send_snapshot(force=True)
 
     async def disconnect(self, code: int) -> None:
@@ -112,6 +122,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         action = message.get("action")
         if action == "ping":
             await self.send(text_data='{"type":"pong"}')
+        elif action in ("configure", "refresh") and not await self.within_limit():
+            return
         elif action == "configure":
             await self.configure(message)
         elif action == "refresh":
@@ -135,9 +147,36 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if unknown:
             await self.send_error("VALIDATION_ERROR", f"Unknown settings: {sorted(unknown)}")
             return
-        self.hours = params.validated_data["hours"]
+        # Whole minutes: the hub caches per settings, and new floats must not mean new keys.
+        self.hours = limits.whole_minutes(params.validated_data["hours"])
         self.limits = params.limits()
         await self.send_snapshot(force=True)
+
+    async def within_limit(self) -> bool:
+        """Whether a configure or refresh may run now; if not, the client is told (or, past
+        a burst of refusals, closed with 4429)."""
+        now = self.ticker()
+        verdict = self.action_limit.check(now=now)
+        if verdict is limits.Verdict.REFUSE:
+            wait = self.action_limit.retry_after(now=now)
+            await self.send_error(
+                "RATE_LIMITED",
+                f"At most {limits.PER_MINUTE:g} configure or refresh a minute (bursts of"
+                f" {limits.BURST}): retry in {wait:.1f} s",
+            )
+        elif verdict is limits.Verdict.CLOSE:
+            await self.end(limits.CLOSE_CODE)
+        return verdict is limits.Verdict.ALLOW
+
+    def revoke(self) -> None:
+        """The hub found this connection's credentials gone."""
+        if self.connected:
+            self.spawn(self.end(UNAUTHENTICATED))
+
+    async def end(self, code: int) -> None:
+        # Nothing is sent after the close frame: pending senders see connected == False.
+        self.connected = False
+        await self.close(code=code)
 
     async def usage_changed(self, event: dict[str, Any]) -> None:
         """The group prompt: ``{"type": "usage.changed", "position": N, "refresh": bool}``."""
@@ -264,3 +303,15 @@ def _dashboard_with_position(**arguments: Any) -> tuple[int, dict[str, object]]:
 
 async def _read_checkpoints(user_ids: list[int]) -> dict[int, int]:
     return await sync_to_async(selectors.checkpoints, thread_sensitive=False)(user_ids)
+
+
+async def _revoked(credentials: list[Credential]) -> set[Credential]:
+    return await sync_to_async(_revoked_in_thread, thread_sensitive=False)(credentials)
+
+
+def _revoked_in_thread(credentials: list[Credential]) -> set[Credential]:
+    # An executor thread: its connection goes back to the pool here (_dashboard_with_position).
+    try:
+        return auth.revoked(credentials)
+    finally:
+        close_old_connections()

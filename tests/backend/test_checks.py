@@ -52,8 +52,13 @@ REFUSED: list[tuple[str, object, str]] = [
     ("USAGE_LOCAL_USER", "", "USAGE_LOCAL_USER='': must be a user name of 1 to 150 characters"),
     ("USAGE_LOCAL_USER", "x" * 151, "USAGE_LOCAL_USER='xxx"),
     ("USAGE_MAX_BODY_BYTES", 0, "USAGE_MAX_BODY_BYTES=0: must be a whole number >= 1"),
-    ("USAGE_MAX_RECORDS", -5, "USAGE_MAX_RECORDS=-5: must be a whole number >= 1"),
-    ("USAGE_MAX_RECORDS", 2.5, "USAGE_MAX_RECORDS=2.5: must be a whole number >= 1"),
+    ("USAGE_MAX_RECORDS", -5, "USAGE_MAX_RECORDS=-5: must be a whole number from 1 to 100000"),
+    ("USAGE_MAX_RECORDS", 2.5, "USAGE_MAX_RECORDS=2.5: must be a whole number from 1 to 100000"),
+    (
+        "USAGE_MAX_RECORDS",
+        100_001,
+        "USAGE_MAX_RECORDS=100001: must be a whole number from 1 to 100000",
+    ),
     (
         "USAGE_WS_MIN_INTERVAL_SECONDS",
         -0.25,
@@ -84,6 +89,7 @@ ACCEPTED: list[tuple[str, object]] = [
     ("USAGE_LOCAL_USER", "x" * 150),
     ("USAGE_MAX_BODY_BYTES", 1),
     ("USAGE_MAX_RECORDS", 1),
+    ("USAGE_MAX_RECORDS", 100_000),
     ("USAGE_WS_MIN_INTERVAL_SECONDS", 0.0),
     ("USAGE_WS_RESYNC_SECONDS", 0.01),
     ("USAGE_WS_MAX_BUFFERED_BYTES", 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,12 @@ from usage.limits import LimitReading, OfficialLimits
 from usage.selectors import INTERVALS, LimitSettings
 from usage.windows import CUSTOM_PLAN, PLAN_LIMITS, WindowAlign
 
-MAX_HOURS = 24 * 30  # Claude Code itself keeps 30 days of logs
+# Claude Code itself keeps 30 days of logs: the most hours a read may span when retention
+# keeps everything (USAGE_RETENTION_HOURS=0); otherwise it may span what retention keeps.
+MAX_HOURS = 24 * 30
+MIN_HOURS = 0.0167  # a minute
+# One timeseries answer: 30 days of 5-minute buckets, 6 days of 1-minute ones.
+MAX_INTERVALS = 8640
 PLANS = [*PLAN_LIMITS, CUSTOM_PLAN]
 
 
@@ -32,13 +38,47 @@ class LimitParams(serializers.Serializer):  # type: ignore[type-arg]
         )
 
 
+def max_hours() -> float:
+    """The most hours a read may span: what retention keeps, or MAX_HOURS without one."""
+    retention: float = settings.USAGE_RETENTION_HOURS
+    return retention if retention > 0 else MAX_HOURS
+
+
+def within_retention(hours: float) -> None:
+    limit = max_hours()
+    if hours > limit:
+        reason = (
+            f"USAGE_RETENTION_HOURS keeps {limit:g} hours of events"
+            if settings.USAGE_RETENTION_HOURS > 0
+            else "the limit when retention keeps everything"
+        )
+        raise serializers.ValidationError(f"At most {limit:g} hours: {reason}.")
+
+
+def hours_field() -> serializers.FloatField:
+    # Checked against the setting when a request is validated, not when this module loads.
+    return serializers.FloatField(
+        min_value=MIN_HOURS, required=False, default=6, validators=[within_retention]
+    )
+
+
 class DashboardParams(LimitParams):
-    hours = serializers.FloatField(min_value=0.0167, max_value=MAX_HOURS, required=False, default=6)
+    hours = hours_field()
 
 
 class TimeseriesParams(serializers.Serializer):  # type: ignore[type-arg]
-    hours = serializers.FloatField(min_value=0.0167, max_value=MAX_HOURS, required=False, default=6)
+    hours = hours_field()
     interval = serializers.ChoiceField(choices=list(INTERVALS), required=False, default="5min")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Intervals in the span; the answer adds at most the partial bucket of now.
+        intervals = math.ceil(attrs["hours"] * 3600 / INTERVALS[attrs["interval"]])
+        if intervals > MAX_INTERVALS:
+            raise serializers.ValidationError(
+                f"{attrs['hours']:g} hours of {attrs['interval']} intervals are {intervals}"
+                f" points; at most {MAX_INTERVALS}: ask for a longer interval or fewer hours."
+            )
+        return attrs
 
 
 class IngestResultSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -1,0 +1,189 @@
+"""Rate limits: a fixed one-minute window per token (reads and writes apart) and per address
+for anonymous requests, counted in the shared Redis so every daphne process sees one count.
+Real Redis, real database; only the throttle's clock is fake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.checks import Error
+from django.test import override_settings
+from pytest_django.fixtures import Settings
+from rest_framework.test import APIClient
+
+from backend.checks import check_settings
+from tests.conftest import client_for
+from usage.api import throttles
+from usage.projection import redis_store
+
+pytestmark = [pytest.mark.django_db]
+
+API = "/app/claude-usage/"
+WINDOW_START = 29_000_000 * 60.0  # a minute boundary (epoch seconds)
+LIMITS = {"five_hour": {"used_percentage": 10, "resets_at": 1_760_000_000}}
+
+
+class ThrottleClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def throttle_clock(monkeypatch: pytest.MonkeyPatch) -> ThrottleClock:
+    fake = ThrottleClock(WINDOW_START + 15)
+    monkeypatch.setattr(throttles.RequestRateThrottle, "timer", staticmethod(fake))
+    return fake
+
+
+def read(client: APIClient, path: str = "stats/", **extra: Any) -> Any:
+    return client.get(f"{API}{path}", **extra)
+
+
+def write(client: APIClient) -> Any:
+    return client.post(f"{API}limits/", LIMITS, format="json")
+
+
+def assert_rate_limited(response: Any, retry_after: int) -> None:
+    assert response.status_code == 429, response.content
+    assert response["Retry-After"] == str(retry_after)
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == "RATE_LIMITED"
+    assert body["error"]["message"]
+
+
+def test_reads_over_the_limit_are_answered_429_with_retry_after_in_the_envelope(
+    api: APIClient, settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_READ_PER_MINUTE = 3
+
+    answers = [read(api).status_code for _ in range(3)]
+    refused = read(api)
+
+    assert answers == [200, 200, 200]
+    assert_rate_limited(refused, retry_after=45)  # the window ends 45 s after WINDOW_START + 15
+
+
+def test_the_count_starts_again_in_the_next_minute(
+    api: APIClient, settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_READ_PER_MINUTE = 2
+    for _ in range(2):
+        read(api)
+    assert read(api).status_code == 429
+
+    throttle_clock.now = WINDOW_START + 60
+
+    assert read(api).status_code == 200
+
+
+def test_writes_have_a_count_of_their_own(
+    api: APIClient, settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_READ_PER_MINUTE = 2
+    settings.USAGE_THROTTLE_WRITE_PER_MINUTE = 3
+    for _ in range(2):
+        read(api)
+
+    writes = [write(api).status_code for _ in range(3)]
+    refused = write(api)
+
+    assert read(api).status_code == 429
+    assert writes == [200, 200, 200]
+    assert_rate_limited(refused, retry_after=45)
+
+
+def test_each_token_has_its_own_count(
+    api: APIClient, other_user: User, settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_READ_PER_MINUTE = 2
+    for _ in range(3):
+        read(api)
+
+    assert read(api).status_code == 429
+    assert read(client_for(other_user)).status_code == 200
+
+
+def test_anonymous_requests_are_counted_per_address_and_a_forwarded_for_header_is_ignored(
+    settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_ANONYMOUS_PER_MINUTE = 2
+    anonymous = APIClient()
+    first = [
+        read(anonymous, "schema/?format=json", REMOTE_ADDR="10.0.0.1").status_code for _ in range(2)
+    ]
+
+    spoofed = read(
+        anonymous, "schema/?format=json", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4"
+    )
+    elsewhere = read(anonymous, "schema/?format=json", REMOTE_ADDR="10.0.0.2")
+
+    assert first == [200, 200]
+    assert_rate_limited(spoofed, retry_after=45)
+    assert elsewhere.status_code == 200
+
+
+def test_a_limit_of_zero_is_off(
+    api: APIClient, settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_READ_PER_MINUTE = 0
+
+    answers = {read(api).status_code for _ in range(30)}
+
+    assert answers == {200}
+    assert not throttle_keys()
+
+
+def test_a_window_is_one_counter_in_the_shared_redis_however_many_requests_it_counts(
+    api: APIClient, settings: Settings, throttle_clock: ThrottleClock
+) -> None:
+    settings.USAGE_THROTTLE_READ_PER_MINUTE = 1000
+
+    for _ in range(40):
+        read(api, "projects/")
+
+    keys = throttle_keys()
+    assert len(keys) == 1
+    client = redis_store.client()
+    assert client.get(keys[0]) == "40"
+    assert 0 < client.ttl(keys[0]) <= 120  # it goes away on its own
+
+
+def throttle_keys() -> list[str]:
+    from django.conf import settings
+
+    pattern = redis_store.glob_escape(settings.USAGE_REDIS_PREFIX) + ":*throttle*"
+    return sorted(redis_store.client().scan_iter(match=pattern, count=1000))
+
+
+def test_the_default_limits_leave_room_for_a_backfill_and_a_busy_dashboard() -> None:
+    from django.conf import settings
+
+    assert settings.USAGE_THROTTLE_WRITE_PER_MINUTE == 12_000
+    assert settings.USAGE_THROTTLE_READ_PER_MINUTE == 1_200
+    assert settings.USAGE_THROTTLE_ANONYMOUS_PER_MINUTE == 60
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "USAGE_THROTTLE_WRITE_PER_MINUTE",
+        "USAGE_THROTTLE_READ_PER_MINUTE",
+        "USAGE_THROTTLE_ANONYMOUS_PER_MINUTE",
+    ],
+)
+@pytest.mark.parametrize("value", [-1, 2.5, True])
+def test_a_limit_that_is_not_a_whole_number_from_zero_is_refused_at_start_up(
+    name: str, value: object
+) -> None:
+    with override_settings(**{name: value}):
+        errors = check_settings()
+
+    assert [error.msg for error in errors if isinstance(error, Error)] == [
+        f"{name}={value!r}: must be a whole number >= 0"
+    ]

@@ -1,0 +1,68 @@
+"""Rate limits per token and per address, in fixed one-minute windows.
+
+DRF's ``SimpleRateThrottle`` keeps a list of every request's time per client and rewrites
+it on each request: O(rate) work and bytes per request, 12,000 entries for a backfill.
+Here a window is one Redis counter (``backend.cache.CountingRedisCache.count``: INCR and
+EXPIRE in one round trip), shared by every daphne process. A fixed window lets a client
+send up to twice its limit across a window boundary; for limits this far above normal use
+that is the price of O(1).
+
+- authenticated: per user (an authtoken user has exactly one token, so per token), writes
+  (POST, PUT, PATCH, DELETE) and reads (the rest) counted apart;
+- anonymous: per address, as daphne saw it (``backend/proxies.py`` decides whether a
+  proxy's ``X-Forwarded-For`` counts; ``NUM_PROXIES = 0`` keeps DRF from reading it again).
+
+DRF checks throttles after authentication and permissions: a request without valid
+credentials is answered 401 before it is counted, so the anonymous limit covers what
+anonymous clients can reach (the schema).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from django.conf import settings
+from django.core.cache import caches
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+WINDOW_SECONDS = 60
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class WindowCounter(Protocol):
+    def count(self, key: str, *, expires_in: int) -> int: ...
+
+
+class RequestRateThrottle(BaseThrottle):
+    # The clock, replaceable in tests (as DRF's own throttles do it).
+    timer: Callable[[], float] = time.time
+
+    def __init__(self) -> None:
+        self.retry_after: float | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        scope, who, limit = self.scope_of(request)
+        if limit <= 0:
+            return True  # 0: this limit is off
+        now = self.timer()  # read once: the window and the wait agree
+        window = int(now // WINDOW_SECONDS)
+        counter = cast(WindowCounter, caches["default"])
+        count = counter.count(f"throttle:{scope}:{who}:{window}", expires_in=2 * WINDOW_SECONDS)
+        self.retry_after = (window + 1) * WINDOW_SECONDS - now
+        return count <= limit
+
+    def scope_of(self, request: Request) -> tuple[str, str, int]:
+        """(scope, who is counted, its limit per minute)."""
+        user = request.user
+        if user is None or not user.is_authenticated:
+            limit = settings.USAGE_THROTTLE_ANONYMOUS_PER_MINUTE
+            return "anonymous", str(self.get_ident(request)), limit
+        if request.method in WRITE_METHODS:
+            return "write", f"user{user.pk}", settings.USAGE_THROTTLE_WRITE_PER_MINUTE
+        return "read", f"user{user.pk}", settings.USAGE_THROTTLE_READ_PER_MINUTE
+
+    def wait(self) -> float | None:
+        return self.retry_after
