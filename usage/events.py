@@ -19,6 +19,12 @@ MAX_ID_LENGTH = 255
 MAX_TEXT_LENGTH = 1024
 # A clock on an agent's machine may run a little ahead; a day ahead is a broken record.
 MAX_CLOCK_SKEW = timedelta(days=1)
+# Ahead of the server's clock by more than this, a record counts at the server's time: a
+# machine with a fast clock must not open (and hold) a 5-hour window of its own.
+MAX_WINDOW_SKEW = timedelta(minutes=5)
+# No Claude Code record is older: an earlier time is a broken clock or a forged line, and
+# the window and bucket arithmetic then stays far from the ends of datetime's range.
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class EventKind(enum.StrEnum):
@@ -97,7 +103,7 @@ def parse_record(raw: object, *, host: str, now: datetime) -> UsageRecord | None
     if not isinstance(usage, dict):
         raise InvalidRecord("message.usage must be an object")
     cache_5m, cache_1h = _cache_creation(usage)
-    return UsageRecord(
+    record = UsageRecord(
         message_id=_identifier(message.get("id"), "message.id", required=True),
         request_id=_identifier(raw.get("requestId"), "requestId", required=False),
         timestamp=parse_timestamp(raw.get("timestamp"), now),
@@ -112,6 +118,49 @@ def parse_record(raw: object, *, host: str, now: datetime) -> UsageRecord | None
         is_sidechain=_flag(raw.get("isSidechain"), "isSidechain"),
         host=host,
     )
+    check_storable(record)
+    return record
+
+
+def check_storable(record: UsageRecord) -> None:
+    """Refuse what the log could not store or give back as it was sent: a NUL (PostgreSQL's
+    text refuses it) or a lone surrogate (not UTF-8: no database, Redis or JSON encoder
+    takes it) in any text. The parsers have already bounded every count (far below the
+    columns' 64 bits) and every timestamp (``parse_timestamp``)."""
+    text = "".join(
+        (
+            record.message_id,
+            record.request_id,
+            record.model,
+            record.session_id,
+            record.project_path,
+            record.host,
+        )
+    )
+    if "\x00" in text:
+        raise InvalidRecord(f"a NUL character in {_field_holding(record, chr(0))}")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise InvalidRecord("a lone surrogate (not UTF-8) in a text field") from None
+
+
+_TEXT_FIELDS = {
+    "message_id": "message.id",
+    "request_id": "requestId",
+    "model": "message.model",
+    "session_id": "sessionId",
+    "project_path": "cwd",
+    "host": "the host name",
+}
+
+
+def _field_holding(record: UsageRecord, character: str) -> str:
+    for name, label in _TEXT_FIELDS.items():
+        if character in getattr(record, name):
+            return label
+    return "a text field"
 
 
 def _cache_creation(usage: dict[str, object]) -> tuple[int, int]:
@@ -179,12 +228,17 @@ def parse_timestamp(value: object, now: datetime) -> datetime:
         raise InvalidRecord("timestamp is missing")
     try:
         parsed = datetime.fromisoformat(value)
+        # Claude Code writes UTC with a Z; a naive time is taken as UTC too. The conversion
+        # overflows past datetime's range (0001-01-01T00:00:00+01:00).
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise InvalidRecord(f"timestamp is not ISO 8601: {value[:40]!r}") from None
-    # Claude Code writes UTC with a Z; a naive time is taken as UTC too.
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRecord(f"timestamp {value[:40]!r} is out of range in UTC") from None
     if parsed > now + MAX_CLOCK_SKEW:
-        raise InvalidRecord(f"timestamp {value} is more than a day in the future")
+        raise InvalidRecord(f"timestamp {value[:40]} is more than a day in the future")
+    if parsed < EARLIEST_TIMESTAMP:
+        raise InvalidRecord(f"timestamp {value[:40]} is before the year 2000")
     return parsed
 
 

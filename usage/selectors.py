@@ -3,6 +3,7 @@ grow with the size of the log. Each takes ``now`` (read once by the caller)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -187,28 +188,40 @@ def _burn(last_hour: Totals) -> BurnRate:
 
 
 def _named_projects(user_id: int) -> list[dict[str, object]]:
-    """The seed's project objects. ``name`` is the cwd's last component; when two paths of
-    one user share it, the one seen first keeps it and the others get ``-2``, ``-3``...
+    """The seed's project objects, named by ``project_names`` in the order they were first
+    seen."""
+    rows = sorted(redis_store.projects(user_id), key=lambda row: (row.first_ms or 0, row.path))
+    names = project_names([row.path for row in rows])
+    return [_project(row, name) for row, name in zip(rows, names, strict=True)]
+
+
+def project_names(paths: Sequence[str]) -> list[str]:
+    """Each path's name: its last component; when several paths share it, the first keeps
+    it and the others get ``-2``, ``-3``...
 
     A suffixed name skips every name already in use, including a real last component: with
     ``/a/api``, ``/b/api`` and ``/c/api-2`` a plain counter named two projects ``api-2``, and
-    ``projects/api-2/`` could reach only one of them."""
-    rows = sorted(redis_store.projects(user_id), key=lambda row: (row.first_ms or 0, row.path))
-    bases = [_last_component(row.path) for row in rows]
-    named: dict[int, str] = {}
+    ``projects/api-2/`` could reach only one of them. Linear: each base's counter only moves
+    forward (a name ``base-N`` can only come from ``base``: the digits after the last hyphen
+    are N), so 20,000 paths ending in ``api`` do not try 2, 3... afresh for each one."""
+    bases = [_last_component(path) for path in paths]
+    named: list[str | None] = [None] * len(bases)
+    taken: set[str] = set()
     for index, base in enumerate(bases):  # first pass: the first path of each base keeps it
-        if base not in named.values():
+        if base not in taken:
             named[index] = base
-    taken = set(named.values())
+            taken.add(base)
+    next_suffix: dict[str, int] = {}
     for index, base in enumerate(bases):  # second pass: the others take the next free suffix
-        if index in named:
+        if named[index] is not None:
             continue
-        suffix = 2
+        suffix = next_suffix.get(base, 2)
         while f"{base}-{suffix}" in taken:
             suffix += 1
         named[index] = f"{base}-{suffix}"
-        taken.add(named[index])
-    return [_project(row, named[index]) for index, row in enumerate(rows)]
+        taken.add(f"{base}-{suffix}")
+        next_suffix[base] = suffix + 1
+    return [name for name in named if name is not None]
 
 
 def _find_project(user_id: int, name: str) -> dict[str, object]:

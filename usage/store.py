@@ -10,16 +10,19 @@ same. Database triggers refuse UPDATE; the only DELETE is retention's.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Min
 
 from usage.dedupe import Entry
@@ -174,20 +177,30 @@ def append_prepared(pending: Sequence[Pending]) -> list[int]:
     if not pending:
         return []
     rows = [item.row for item in pending]
-    if connection.vendor == "postgresql":
-        positions = _append_postgresql(rows)
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT COALESCE(MAX(position), 0) FROM {_TABLE}")
-            before = cursor.fetchone()[0]
-            cursor.executemany(_insert_sql(), rows)  # type: ignore[arg-type]
-            cursor.execute(
-                f"SELECT position FROM {_TABLE} WHERE position > %s ORDER BY position", [before]
-            )
-            positions = [row[0] for row in cursor.fetchall()]
+    try:
+        if connection.vendor == "postgresql":
+            with connection.wrap_database_errors:  # psycopg's own cursor: Django's errors
+                positions = _append_postgresql(rows)
+        else:
+            positions = _append_sqlite(rows)
+    except (UnicodeEncodeError, OverflowError) as error:
+        # Refused by the driver before the database saw it (text that is not UTF-8, an
+        # integer past 64 bits): a value the log cannot store, like PostgreSQL's DataError.
+        raise DataError(str(error)) from error
     if len(positions) != len(rows):
         raise RuntimeError(f"appended {len(rows)} events, found {len(positions)} new positions")
     return positions
+
+
+def _append_sqlite(rows: list[Sequence[object]]) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COALESCE(MAX(position), 0) FROM {_TABLE}")
+        before = cursor.fetchone()[0]
+        cursor.executemany(_insert_sql(), rows)  # type: ignore[arg-type]
+        cursor.execute(
+            f"SELECT position FROM {_TABLE} WHERE position > %s ORDER BY position", [before]
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def positioned(pending: Sequence[Pending], positions: Sequence[int]) -> list[UsageEvent]:
@@ -384,6 +397,8 @@ def delete_older_than(cutoff: datetime) -> dict[int, int]:
             counts[user_id] = doomed.filter(user_id=user_id).count()
         if counts:
             doomed.delete()
+    for user_id in counts:  # this process's; the others read theirs again in time
+        _known_names.pop(user_id, None)
     return counts
 
 
@@ -407,3 +422,89 @@ def _event(row: Sequence[Any]) -> UsageEvent:
 
 def _entry(event: UsageEvent) -> Entry:
     return Entry(record=event.record, revision=event.revision, counted=event.counted)
+
+
+# --- the names a user's records use (for the per-user quotas) ------------------------------
+
+NAME_COLUMNS = ("model", "project_path", "session_id", "host")
+# Users whose names a process keeps, and how long it trusts them before reading them again
+# from the log (retention deletes events; until then a pruned name still counts).
+NAMES_CACHED_USERS = 64
+NAMES_REREAD_SECONDS = 600.0
+
+
+class Names(NamedTuple):
+    """The distinct values of each of ``NAME_COLUMNS`` in a user's log, as sets."""
+
+    models: set[str]
+    projects: set[str]
+    sessions: set[str]
+    hosts: set[str]
+
+
+@dataclass
+class _KnownNames:
+    log: str
+    position: int  # complete up to this position of the user's events
+    read_at: float  # time.monotonic() of the full read
+    names: Names
+
+
+_known_names: OrderedDict[int, _KnownNames] = OrderedDict()
+
+
+def names_in_use(user_id: int) -> Names:
+    """The user's names, inside ``appending()`` (the lock makes them exact: no other append
+    runs until this transaction ends). Kept per process and brought up to the log's head
+    by reading only the user's events after the position they are complete up to, through
+    the (user, position) index; read in full once per ``NAMES_REREAD_SECONDS``, for a
+    new log, or when the user's head went back (a restored backup). Do not modify."""
+    log_id, head_position = log_identity(), head(user_id).position
+    known = _known_names.get(user_id)
+    stale = (
+        known is None
+        or known.log != log_id
+        or known.position > head_position
+        or time.monotonic() - known.read_at > NAMES_REREAD_SECONDS
+    )
+    if known is None or stale:
+        known = _KnownNames(log_id, 0, time.monotonic(), Names(set(), set(), set(), set()))
+    if known.position < head_position:
+        _add_names(known.names, _names_after(user_id, known.position))
+        known.position = head_position
+    _known_names[user_id] = known
+    _known_names.move_to_end(user_id)
+    while len(_known_names) > NAMES_CACHED_USERS:
+        _known_names.popitem(last=False)
+    return known.names
+
+
+def remember_names(user_id: int, events: Sequence[UsageEvent], position: int) -> None:
+    """Add the names of ``events``, just appended up to ``position`` (inside the same
+    ``appending()`` as ``names_in_use``), so the next ingest need not read them back."""
+    known = _known_names.get(user_id)
+    if known is None or known.position >= position:
+        return
+    rows = [
+        (e.record.model, e.record.project_path, e.record.session_id, e.record.host) for e in events
+    ]
+    _add_names(known.names, rows)
+    known.position = position
+
+
+def _names_after(user_id: int, position: int) -> list[tuple[str, str, str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT {', '.join(NAME_COLUMNS)} FROM {_TABLE} "
+            "WHERE user_id = %s AND position > %s",
+            [user_id, position],
+        )
+        return [(model, project, session, host) for model, project, session, host in cursor]
+
+
+def _add_names(names: Names, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    for model, project, session, host in rows:
+        names.models.add(model)
+        names.projects.add(project)
+        names.sessions.add(session)
+        names.hosts.add(host)

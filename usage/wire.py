@@ -28,6 +28,7 @@ from usage.events import (
     MAX_TOKENS_PER_FIELD,
     MalformedLine,
     UsageRecord,
+    check_storable,
     parse_record,
     parse_timestamp,
 )
@@ -100,10 +101,10 @@ def _record(line: WireLine, host: str, now: datetime) -> UsageRecord | None:
     cache_creation = usage.cache_creation_input_tokens
     split = usage.cache_creation
     one_hour = 0 if split is msgspec.UNSET else min(split.ephemeral_1h_input_tokens, cache_creation)
-    return UsageRecord(
+    record = UsageRecord(
         message_id=message.id,
         request_id=line.request_id,
-        # The one check msgspec has not made; it raises what the general path raises.
+        # A check msgspec has not made; it raises what the general path raises.
         timestamp=parse_timestamp(line.timestamp, now),
         model=message.model,
         input_tokens=usage.input_tokens,
@@ -116,3 +117,5 @@ def _record(line: WireLine, host: str, now: datetime) -> UsageRecord | None:
         is_sidechain=line.is_sidechain,
         host=host,
     )
+    check_storable(record)  # what the general path checks last, too
+    return record

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from usage.api.serializers import IngestResultSerializer
 
-__all__ = ["IngestResultSerializer"]
+__all__ = ["IngestAnswerSerializer", "IngestResultSerializer"]
 
 HOST_HEADER = OpenApiParameter(
     "X-Usage-Host",
@@ -195,6 +195,27 @@ class ProjectSessionsSerializer(_Base):
     project = S.CharField()
     sessions = SessionSerializer(many=True)
     count = S.IntegerField()
+
+
+class NoticeSerializer(_Base):
+    code = S.CharField()
+    message = S.CharField()
+
+
+class ClampedSerializer(_Base):
+    index = S.IntegerField(help_text="The record's index in the request.")
+    warning = NoticeSerializer(help_text="CLOCK_AHEAD: what was done with it, and why.")
+
+
+class IngestAnswerSerializer(IngestResultSerializer):
+    """The seed's ingest answer, and the records kept but not as sent."""
+
+    clamped = ClampedSerializer(
+        many=True,
+        help_text="Records dated more than 5 minutes ahead of the server's clock (and at most "
+        "a day: later ones are rejected): stored at the server's time, so a fast clock cannot "
+        "open the 5-hour window early.",
+    )
 
 
 class LimitsAnswerSerializer(_Base):

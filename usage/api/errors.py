@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import OperationalError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from usage.selectors import NotFound
+from usage.services import LogUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,15 @@ class BadBody(exceptions.ParseError):
     default_code = "VALIDATION_ERROR"
 
 
+class Unavailable(exceptions.APIException):
+    """The event log's database is down or stays locked: send the same request later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "LOG_UNAVAILABLE"
+    default_detail = "The event log is unavailable; nothing was stored. Retry later."
+    wait = 5  # seconds: DRF's handler sends it as Retry-After
+
+
 # The envelope's code per exception (the status is the exception's own).
 _CODES: dict[type[Exception], str] = {
     exceptions.NotAuthenticated: "AUTHENTICATION_REQUIRED",
@@ -36,6 +47,7 @@ _CODES: dict[type[Exception], str] = {
     exceptions.UnsupportedMediaType: "UNSUPPORTED_MEDIA_TYPE",
     exceptions.Throttled: "RATE_LIMITED",
     PayloadTooLarge: "PAYLOAD_TOO_LARGE",
+    Unavailable: "LOG_UNAVAILABLE",
     exceptions.ValidationError: "VALIDATION_ERROR",
     exceptions.ParseError: "VALIDATION_ERROR",
 }
@@ -49,6 +61,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's handler, reshaped; anything unexpected becomes a logged SERVER_ERROR."""
     if isinstance(exc, NotFound):
         exc = exceptions.NotFound(str(exc))
+    if isinstance(exc, LogUnavailable | OperationalError):
+        # Any view's database down or locked (the token lookup too): a retry may succeed.
+        log.warning("database unavailable: %s", exc)
+        exc = Unavailable()
     response = drf_exception_handler(exc, context)
     if response is None:
         log.exception("unhandled error", exc_info=exc)

@@ -37,7 +37,7 @@ class IngestView(APIView):
 
     @extend_schema(
         request={"application/x-ndjson": docs.NDJSON_BODY, "application/json": docs.JSON_BODY},
-        responses={200: docs.IngestResultSerializer},
+        responses={200: docs.IngestAnswerSerializer},
         parameters=[docs.HOST_HEADER],
         summary="Ingest Claude Code transcript records",
     )
@@ -58,6 +58,10 @@ class IngestView(APIView):
                 ],
                 "unpriced_models": result.unpriced_models,
                 "position": result.last_position,
+                "clamped": [
+                    {"index": c.index, "warning": {"code": c.code, "message": c.message}}
+                    for c in result.clamped
+                ],
             }
         )
 

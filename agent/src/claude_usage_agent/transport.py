@@ -60,11 +60,21 @@ class BatchInvalidError(ServerError):
 
 
 class TransientError(ServerError):
-    """Network trouble, timeouts, 5xx, 429: retry later, honouring `retry_after` if given."""
+    """Network trouble, timeouts, 5xx, 429: retry later, honouring `retry_after` if given.
+    `status` is the HTTP status when the server answered (None for network trouble)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+    @property
+    def server_failed(self) -> bool:
+        """The server (or a proxy for it) failed on this request: a 5xx, but not 503, which
+        says it cannot take any request now (the event log is down, say), whatever it holds."""
+        return self.status is not None and self.status >= 500 and self.status != 503
 
 
 @dataclass(frozen=True)
@@ -206,7 +216,7 @@ def classify_http_error(status: int, headers: Message, body: bytes) -> ServerErr
     if status == 400:
         return BatchInvalidError(text)
     if status in TRANSIENT_STATUSES or status >= 500:
-        return TransientError(text, parse_retry_after(headers.get("Retry-After")))
+        return TransientError(text, parse_retry_after(headers.get("Retry-After")), status)
     return RequestRefusedError(f"{text} (is the server URL right?)")
 
 
