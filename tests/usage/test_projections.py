@@ -583,7 +583,8 @@ def test_amounts_past_what_a_double_holds_are_stored_exactly(user: User) -> None
     redis_store.reset_checkpoint(user.pk, log)
     huge = 2**53 + 1
     first = a_contribution()
-    contribution = first._replace(values=first.values._replace(input_tokens=huge))
+    values = Totals._make(first.values)._replace(input_tokens=huge)
+    contribution = first._replace(values=values)
 
     redis_store.apply(user.pk, [(1, [contribution])], after=Checkpoint(log, 0, ""), last_event="x")
 
