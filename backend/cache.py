@@ -20,6 +20,9 @@ def key_function(key: str, key_prefix: str, version: int | str) -> str:
     return f"{settings.USAGE_REDIS_PREFIX}:cache:{version}:{key}"
 
 
+UNCOUNT = "if redis.call('GET', KEYS[1]) then return redis.call('DECR', KEYS[1]) end return 0"
+
+
 class CountingRedisCache(RedisCache):
     """Django's Redis cache with a counter of one round trip (``usage.api.throttles``)."""
 
@@ -35,3 +38,9 @@ class CountingRedisCache(RedisCache):
             pipeline.expire(full_key, expires_in)
             value, _ = pipeline.execute()
         return int(value)
+
+    def uncount(self, key: str) -> None:
+        """Take one back from the counter ``key`` (``usage.api.throttles.ReleaseInFlight``)."""
+        full_key = self.make_and_validate_key(key)
+        # Not below zero: a counter that expired while its request ran is not recreated.
+        self._cache.get_client(full_key, write=True).eval(UNCOUNT, 1, full_key)

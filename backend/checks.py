@@ -145,6 +145,7 @@ RULES: tuple[Rule, ...] = (
     _whole_number_from("USAGE_THROTTLE_WRITE_PER_MINUTE", 0),
     _whole_number_from("USAGE_THROTTLE_READ_PER_MINUTE", 0),
     _whole_number_from("USAGE_THROTTLE_ANONYMOUS_PER_MINUTE", 0),
+    _whole_number_from("USAGE_MAX_IN_FLIGHT_PER_TOKEN", 0),
     # Each pool keeps one connection open (settings.py), and psycopg's pool refuses a
     # maximum below its minimum.
     _whole_number_from("DB_POOL_SIZE", 1),

@@ -105,6 +105,8 @@ USAGE_WS_MAX_BUFFERED_BYTES = _read("USAGE_WS_MAX_BUFFERED_BYTES", 1024 * 1024, 
 USAGE_THROTTLE_WRITE_PER_MINUTE = _read("USAGE_THROTTLE_WRITE_PER_MINUTE", 12_000, int)
 USAGE_THROTTLE_READ_PER_MINUTE = _read("USAGE_THROTTLE_READ_PER_MINUTE", 1_200, int)
 USAGE_THROTTLE_ANONYMOUS_PER_MINUTE = _read("USAGE_THROTTLE_ANONYMOUS_PER_MINUTE", 60, int)
+# Requests of one token running at once, across every process (0: no bound).
+USAGE_MAX_IN_FLIGHT_PER_TOKEN = _read("USAGE_MAX_IN_FLIGHT_PER_TOKEN", 4, int)
 
 # Empty: the embedded server, whose URL the entry points put here before settings load.
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -135,6 +137,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "usage.api.throttles.ReleaseInFlight",
 ]
 
 ROOT_URLCONF = "backend.urls"
@@ -217,7 +220,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "usage.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_CLASSES": ["usage.api.throttles.RequestRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "usage.api.throttles.InFlightThrottle",
+        "usage.api.throttles.RequestRateThrottle",
+    ],
     # daphne has already replaced a trusted proxy's address with the client's (or kept the
     # peer's: backend/proxies.py); DRF must not read X-Forwarded-For a second time.
     "NUM_PROXIES": 0,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import caches
 from django.core.checks import Error
 from django.test import override_settings
 from pytest_django.fixtures import Settings
@@ -187,3 +188,43 @@ def test_a_limit_that_is_not_a_whole_number_from_zero_is_refused_at_start_up(
     assert [error.msg for error in errors if isinstance(error, Error)] == [
         f"{name}={value!r}: must be a whole number >= 0"
     ]
+
+
+# --- requests of one token at once ---------------------------------------------------------
+
+
+def test_a_token_with_its_bound_of_requests_running_is_answered_429_until_one_ends(
+    api: APIClient, user: User, settings: Settings
+) -> None:
+    settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN = 2
+    counter: Any = caches["default"]
+    key = f"in-flight:user{user.pk}"
+    for _ in range(2):  # two requests of this token running, in other processes
+        counter.count(key, expires_in=60)
+
+    assert_rate_limited(read(api), retry_after=1)
+    assert_rate_limited(write(api), retry_after=1)
+
+    counter.uncount(key)  # one of them ends
+    assert read(api).status_code == 200
+
+
+def test_a_request_that_ended_in_an_error_is_no_longer_counted(
+    api: APIClient, user: User, settings: Settings
+) -> None:
+    settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN = 1
+    assert read(api, "projects/no-such-project/").status_code == 404
+    assert api.post(f"{API}limits/", b"{", content_type="application/json").status_code == 400
+
+    assert read(api).status_code == 200
+    assert caches["default"].get(f"in-flight:user{user.pk}") == 0
+
+
+def test_another_users_running_requests_do_not_count(
+    api: APIClient, other_user: User, settings: Settings
+) -> None:
+    settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN = 1
+    counter: Any = caches["default"]
+    counter.count(f"in-flight:user{other_user.pk}", expires_in=60)
+
+    assert read(api).status_code == 200

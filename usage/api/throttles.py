@@ -25,6 +25,8 @@ from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.core.cache import caches
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
@@ -66,3 +68,51 @@ class RequestRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self.retry_after
+
+
+class InFlightThrottle(BaseThrottle):
+    """At most ``USAGE_MAX_IN_FLIGHT_PER_TOKEN`` requests of one user at once, across every
+    process. A per-minute limit still lets one token fill every worker with heavy reads for
+    a while (bench/abuse.py's request flood: 8 clients held both CPUs, another user's p99
+    over 300 ms); a bound on what one token runs at once leaves the other users the rest.
+
+    The count is one Redis counter per user: one more while a request runs, one less when it
+    ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did). It expires
+    a minute after the last request began, so a process killed mid-request cannot leave a
+    user refused for longer."""
+
+    def __init__(self) -> None:
+        self.refused = False
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        user, limit = request.user, settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN
+        if limit <= 0 or user is None or not user.is_authenticated:
+            return True
+        counter = cast(InFlightCounter, caches["default"])
+        key = f"in-flight:user{user.pk}"
+        running = counter.count(key, expires_in=WINDOW_SECONDS)
+        request._request.usage_in_flight = key  # type: ignore[attr-defined]  # released after
+        self.refused = running > limit
+        return not self.refused
+
+    def wait(self) -> float | None:
+        return 1.0 if self.refused else None
+
+
+class InFlightCounter(WindowCounter, Protocol):
+    def uncount(self, key: str) -> None: ...
+
+
+class ReleaseInFlight:
+    """Django middleware: the request counted by ``InFlightThrottle`` is over."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            return self.get_response(request)
+        finally:
+            key = getattr(request, "usage_in_flight", None)
+            if key is not None:
+                cast(InFlightCounter, caches["default"]).uncount(key)
