@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill bench-agent-latency clean
+.PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-backfill: $(STAMP)
 
 bench-agent-latency: $(STAMP)
 	$(BIN)/python -m bench.agent_latency
+
+# Every attack of issue 12 against a make run server (SQLite + embedded Redis by default;
+# no PostgreSQL or Redis server needed): peak RSS, Redis's longest command, a bystander's p99.
+bench-abuse: $(STAMP)
+	$(BIN)/python -m bench.abuse
 
 clean:
 	rm -rf $(VENV) var/test-*
