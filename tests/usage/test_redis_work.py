@@ -16,7 +16,7 @@ from pytest_django.fixtures import Settings
 
 from usage import selectors, services
 from usage.projection import redis_store
-from usage.projection.projector import APPLY_PART
+from usage.projection.projector import APPLY_PART, APPLY_PART_OWNERS
 from usage.selectors import LimitSettings
 from usage.windows import WindowAlign
 
@@ -155,16 +155,29 @@ def test_a_late_earlier_message_moves_the_windows_the_anchor_had_kept(
     assert current_window_start(user, day + timedelta(hours=16)) == "2025-10-05T14:00:00+00:00"
 
 
-def test_a_large_batch_is_applied_in_scripts_of_a_bounded_number_of_events(
-    private_redis: Any, user: User, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("records", "sessions", "parts"),
+    [
+        (2 * APPLY_PART + 1, 3, [APPLY_PART, APPLY_PART, 1]),
+        (2 * APPLY_PART_OWNERS + 1, 2 * APPLY_PART_OWNERS + 1, [APPLY_PART_OWNERS] * 2 + [1]),
+    ],
+    ids=["many events", "many owners"],
+)
+def test_a_large_batch_is_applied_in_scripts_of_bounded_events_and_owners(
+    private_redis: Any,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+    records: int,
+    sessions: int,
+    parts: list[int],
 ) -> None:
     """10,000 records of as many new sessions in one script took 565 ms, Redis stalled for
     every user meanwhile (bench/abuse.py): a batch goes in as several short scripts."""
-    sessions = [
-        line(f"m{i}", NOW - timedelta(minutes=10, seconds=i), session=f"s{i}")
-        for i in range(2 * APPLY_PART + 1)
+    lines = [
+        line(f"m{i}", NOW - timedelta(minutes=10, seconds=i), session=f"s{i % sessions}")
+        for i in range(records)
     ]
-    ingest(user, [line("first", NOW - timedelta(hours=1), session="s")])
+    ingest(user, [line("first", NOW - timedelta(hours=1), session="s0")])
     scripts: list[int] = []  # the events of each apply script run
     real_run_apply = redis_store._run_apply
 
@@ -174,8 +187,8 @@ def test_a_large_batch_is_applied_in_scripts_of_a_bounded_number_of_events(
 
     monkeypatch.setattr(redis_store, "_run_apply", run_apply)
 
-    ingest(user, sessions)
+    ingest(user, lines)
 
-    assert scripts == [APPLY_PART, APPLY_PART, 1]
+    assert scripts == parts
     totals, _ = redis_store.totals(user.pk)
-    assert totals.messages == 2 * APPLY_PART + 2
+    assert totals.messages == records + 1

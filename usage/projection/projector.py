@@ -13,17 +13,19 @@ from collections.abc import Sequence
 from usage import notify, store
 from usage.events import EventKind, UsageEvent, fingerprint
 from usage.projection import redis_store
-from usage.projection.batch import Contribution, contribution
+from usage.projection.batch import Contribution, Owner, contribution
 from usage.projection.redis_store import Checkpoint
 from usage.store import Head
 
 log = logging.getLogger(__name__)
 
 CATCH_UP_BATCH = 5000
-# Events per Lua script. A script's time grows with the buckets and owners its events touch
-# (10,000 records of as many new sessions took 565 ms in one script, Redis stalled for
-# every user meanwhile); a part of this many keeps each script in tens of milliseconds.
-APPLY_PART = 500
+# Events and owners (projects, sessions, hosts) per Lua script. A script's time grows with
+# the buckets and owners its events touch: 10,000 records of as many new sessions took
+# 565 ms in one script, and 500 of them 63 ms, Redis stalled for every user meanwhile.
+# An agent's batch of 1,000 records of a few sessions stays one script.
+APPLY_PART = 1000
+APPLY_PART_OWNERS = 200
 
 
 def after_commit(
@@ -110,18 +112,35 @@ def _apply(user_id: int, events: Sequence[UsageEvent], *, after: Checkpoint) -> 
     split. None when a part is refused (the caller re-reads the checkpoint)."""
     contributions = _contributions(user_id, events)
     current: Checkpoint | None = after
-    for start in range(0, len(events), APPLY_PART):
+    for start, end in _parts(contributions):
         assert current is not None
-        last = events[min(start + APPLY_PART, len(events)) - 1]
+        last = events[end - 1]
         current = redis_store.apply(
             user_id,
-            contributions[start : start + APPLY_PART],
+            contributions[start:end],
             after=current,
             last_event=fingerprint(last.record.message_id, last.record.request_id, last.revision),
         )
         if current is None:
             return None
     return current
+
+
+def _parts(contributions: Sequence[tuple[int, Sequence[Contribution]]]) -> list[tuple[int, int]]:
+    """[start, end) of each part: at most ``APPLY_PART`` events touching at most
+    ``APPLY_PART_OWNERS`` owners."""
+    parts: list[tuple[int, int]] = []
+    start, owners = 0, set[Owner]()
+    for index, (_, changes) in enumerate(contributions):
+        touched = {change.owner for change in changes}
+        if index > start and (
+            index - start == APPLY_PART or len(owners | touched) > APPLY_PART_OWNERS
+        ):
+            parts.append((start, index))
+            start, owners = index, set()
+        owners |= touched
+    parts.append((start, len(contributions)))
+    return parts
 
 
 def ensure_current(user_id: int) -> None:
