@@ -43,6 +43,37 @@ def free_port() -> int:
         return port
 
 
+def server_env(workdir: Path, prefix: str, **variables: str) -> dict[str, str]:
+    """The environment of a server of a test's own: a SQLite file in ``workdir`` and the
+    suite's Redis under the key prefix ``prefix`` (``drop_keys`` removes its keys)."""
+    from django.conf import settings  # a test's settings, loaded by then
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "backend.settings",
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "REDIS_URL": settings.REDIS_URL,
+        "USAGE_REDIS_PREFIX": prefix,
+        "USAGE_VAR_DIR": str(workdir / "var"),
+        "PYTHONUNBUFFERED": "1",  # each log line reaches the file as it is written
+        **variables,
+    }
+
+
+def drop_keys(prefix: str) -> None:
+    """Every key under ``prefix`` in the suite's Redis."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def run_manage(
     env: dict[str, str],
     *args: str,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -14,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 import websockets
-from django.conf import settings as django_settings
 
 from backend.access_log import REDACTED, RedactingFormatter, redact, redact_target
-from tests.support import API, ServerProcess, manage, wait_until
+from tests.support import API, ServerProcess, drop_keys, manage, server_env, wait_until
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 
@@ -90,15 +87,7 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("access-log")
     prefix = f"accesslog{uuid.uuid4().hex[:12]}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "backend.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "REDIS_URL": django_settings.REDIS_URL,
-        "USAGE_REDIS_PREFIX": prefix,
-        "USAGE_VAR_DIR": str(workdir / "var"),
-        "PYTHONUNBUFFERED": "1",  # each access line reaches the file as it is written
-    }
+    env = server_env(workdir, prefix)
     manage(env, "migrate", "--noinput", "-v0")
     token = manage(env, "create_token", "alice").strip()
     server = ServerProcess(env, workdir / "daphne.log")
@@ -107,17 +96,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield Live(server, token)
     finally:
         server.stop()
-        _drop_keys(prefix)
-
-
-def _drop_keys(prefix: str) -> None:
-    client = redis.Redis.from_url(django_settings.REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+        drop_keys(prefix)
 
 
 def get(live: Live, target: str) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import socket
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,11 +22,9 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
-from django.conf import settings as django_settings
 
 from backend import body_limit
-from tests.support import API, ServerProcess, manage
+from tests.support import API, ServerProcess, drop_keys, manage, server_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -49,7 +46,9 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("body-limit")
     prefix = f"bodylimit{uuid.uuid4().hex[:12]}"
-    env = server_env(workdir, prefix)
+    env = server_env(
+        workdir, prefix, USAGE_RETENTION_HOURS="0", USAGE_MAX_BODY_BYTES=str(INGEST_LIMIT)
+    )
     manage(env, "migrate", "--noinput", "-v0")
     server = ServerProcess(env, workdir / "daphne.log")  # a bare `daphne backend.asgi:...`
     server.start()
@@ -58,29 +57,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     finally:
         server.stop()
         drop_keys(prefix)
-
-
-def server_env(workdir: Path, prefix: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "backend.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "REDIS_URL": django_settings.REDIS_URL,
-        "USAGE_REDIS_PREFIX": prefix,  # the server's keys, dropped at the end
-        "USAGE_VAR_DIR": str(workdir / "var"),
-        "USAGE_RETENTION_HOURS": "0",
-        "USAGE_MAX_BODY_BYTES": str(INGEST_LIMIT),
-    }
-
-
-def drop_keys(prefix: str) -> None:
-    client = redis.Redis.from_url(django_settings.REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 # --- talking to the server ----------------------------------------------------------------

@@ -5,14 +5,11 @@ which address they took for the client."""
 from __future__ import annotations
 
 import http.client
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from django.conf import settings as django_settings
 from django.core.checks import Error
 from django.test import override_settings
 from twisted.web.http_headers import Headers
@@ -20,7 +17,7 @@ from twisted.web.http_headers import Headers
 from backend import serve
 from backend.checks import check_settings
 from backend.proxies import forwarded_client, network, parse_forwarded
-from tests.support import API, ServerProcess, manage, wait_until
+from tests.support import API, ServerProcess, drop_keys, manage, server_env, wait_until
 
 TRUSTED = [network("127.0.0.1"), network("10.0.0.0/8")]
 
@@ -90,19 +87,6 @@ def test_trusted_proxies_that_are_not_addresses_are_refused_at_start_up(value: l
 # --- real servers ---------------------------------------------------------------------------
 
 
-def server_env(workdir: Path, prefix: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "backend.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "REDIS_URL": django_settings.REDIS_URL,
-        "USAGE_REDIS_PREFIX": prefix,
-        "USAGE_VAR_DIR": str(workdir / "var"),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[object]:
     """Starts a server in a fresh directory; stops it and drops its keys afterwards."""
@@ -122,11 +106,7 @@ def start(tmp_path: Path) -> Iterator[object]:
     yield _start
     for server, prefix in started:
         server.stop()
-        client = redis.Redis.from_url(django_settings.REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_keys(prefix)
 
 
 def get(server: ServerProcess, target: str, forwarded_for: str) -> int:

@@ -15,20 +15,16 @@ request); a longer one leaves the request waiting for bytes that never come.
 from __future__ import annotations
 
 import http.client
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import redis
-from django.conf import settings as django_settings
 
-from tests.support import API, ServerProcess, manage
+from tests.support import API, ServerProcess, drop_keys, manage, server_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -47,7 +43,7 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("ingest-body-live")
     prefix = f"ingestlive{uuid.uuid4().hex[:12]}"
-    env = server_env(workdir, prefix)
+    env = server_env(workdir, prefix, USAGE_RETENTION_HOURS="0", USAGE_MAX_BODY_BYTES=str(LIMIT))
     manage(env, "migrate", "--noinput", "-v0")
     server = ServerProcess(env, workdir / "daphne.log")
     server.start()
@@ -56,29 +52,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     finally:
         server.stop()
         drop_keys(prefix)
-
-
-def server_env(workdir: Path, prefix: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "backend.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "REDIS_URL": django_settings.REDIS_URL,
-        "USAGE_REDIS_PREFIX": prefix,  # the server's keys, dropped at the end
-        "USAGE_VAR_DIR": str(workdir / "var"),
-        "USAGE_RETENTION_HOURS": "0",
-        "USAGE_MAX_BODY_BYTES": str(LIMIT),
-    }
-
-
-def drop_keys(prefix: str) -> None:
-    client = redis.Redis.from_url(django_settings.REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture
