@@ -105,8 +105,8 @@ def ingest_records(
     )
     try:
         with store.appending():
-            _within_quotas(batch, store.names_in_use(user_id))
             after = store.head(user_id)
+            _within_quotas(batch, store.names_in_use(user_id, after.position))
             appended = _append_storable(user_id, batch, now)
             events = store.positioned(appended.pending, appended.positions)
             if appended.positions:

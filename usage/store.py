@@ -453,25 +453,26 @@ class _KnownNames:
 _known_names: OrderedDict[int, _KnownNames] = OrderedDict()
 
 
-def names_in_use(user_id: int) -> Names:
+def names_in_use(user_id: int, user_head: int) -> Names:
     """The user's names, inside ``appending()`` (the lock makes them exact: no other append
     runs until this transaction ends). Kept per process and brought up to the log's head
     by reading only the user's events after the position they are complete up to, through
     the (user, position) index; read in full once per ``NAMES_REREAD_SECONDS``, for a
-    new log, or when the user's head went back (a restored backup). Do not modify."""
-    log_id, head_position = log_identity(), head(user_id).position
+    new log, or when the user's head went back (a restored backup). ``user_head``
+    is the user's ``head()``, read by the caller under the same lock. Do not modify."""
+    log_id = log_identity()
     known = _known_names.get(user_id)
     stale = (
         known is None
         or known.log != log_id
-        or known.position > head_position
+        or known.position > user_head
         or time.monotonic() - known.read_at > NAMES_REREAD_SECONDS
     )
     if known is None or stale:
         known = _KnownNames(log_id, 0, time.monotonic(), Names(set(), set(), set(), set()))
-    if known.position < head_position:
+    if known.position < user_head:
         _add_names(known.names, _names_after(user_id, known.position))
-        known.position = head_position
+        known.position = user_head
     _known_names[user_id] = known
     _known_names.move_to_end(user_id)
     while len(_known_names) > NAMES_CACHED_USERS:
