@@ -5,11 +5,13 @@ an API client with a token, and a controllable clock."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings as settings_module
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
@@ -28,6 +30,21 @@ def _isolated_redis_namespace(settings, request) -> Iterator[None]:  # type: ign
     settings.USAGE_REDIS_PREFIX = f"cutest{os.getpid()}x{abs(hash(request.node.nodeid)) % 10**8}"
     yield
     drop_all_projections()
+
+
+@pytest.fixture
+def isolated_channel_layer(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """A channel layer of the test's own (the prefix is read when the layer is built), so
+    no prompt leaks between tests."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"wstest{uuid.uuid4().hex}"},
+        }
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 def drop_all_projections() -> None:

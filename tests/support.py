@@ -17,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -58,6 +59,34 @@ def server_env(workdir: Path, prefix: str, **variables: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",  # each log line reaches the file as it is written
         **variables,
     }
+
+
+@contextlib.contextmanager
+def own_server(
+    workdir: Path,
+    name: str,
+    *,
+    workers: int = 0,
+    daphne_options: Sequence[str] = (),
+    variables: dict[str, str] | None = None,
+    before_start: Callable[[dict[str, str]], None] = lambda env: None,
+) -> Iterator[ServerProcess]:
+    """A started server of a test's own (``server_env``), on a migrated database in
+    ``workdir``; stopped, and its Redis keys dropped, at the end. ``before_start`` gets the
+    environment once the database exists (to create a token, say)."""
+    prefix = f"{name}{uuid.uuid4().hex[:12]}"
+    env = server_env(workdir, prefix, **(variables or {}))
+    manage(env, "migrate", "--noinput", "-v0")
+    before_start(env)
+    server = ServerProcess(
+        env, workdir / "server.log", workers=workers, daphne_options=daphne_options
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        drop_keys(prefix)
 
 
 def drop_keys(prefix: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 import websockets
 
 from backend.access_log import REDACTED, RedactingFormatter, redact, redact_target
-from tests.support import API, ServerProcess, drop_keys, manage, server_env, wait_until
+from tests.support import API, ServerProcess, manage, own_server, wait_until
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 
@@ -85,18 +85,14 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    tokens: list[str] = []
+
+    def create_token(env: dict[str, str]) -> None:
+        tokens.append(manage(env, "create_token", "alice").strip())
+
     workdir = tmp_path_factory.mktemp("access-log")
-    prefix = f"accesslog{uuid.uuid4().hex[:12]}"
-    env = server_env(workdir, prefix)
-    manage(env, "migrate", "--noinput", "-v0")
-    token = manage(env, "create_token", "alice").strip()
-    server = ServerProcess(env, workdir / "daphne.log")
-    server.start()
-    try:
-        yield Live(server, token)
-    finally:
-        server.stop()
-        drop_keys(prefix)
+    with own_server(workdir, "accesslog", before_start=create_token) as server:
+        yield Live(server, tokens[0])
 
 
 def get(live: Live, target: str) -> int:

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from backend import body_limit
-from tests.support import API, ServerProcess, drop_keys, manage, server_env
+from tests.support import API, ServerProcess, manage, own_server
 
 pytestmark = [pytest.mark.slow]
 
@@ -44,19 +44,12 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    workdir = tmp_path_factory.mktemp("body-limit")
-    prefix = f"bodylimit{uuid.uuid4().hex[:12]}"
-    env = server_env(
-        workdir, prefix, USAGE_RETENTION_HOURS="0", USAGE_MAX_BODY_BYTES=str(INGEST_LIMIT)
-    )
-    manage(env, "migrate", "--noinput", "-v0")
-    server = ServerProcess(env, workdir / "daphne.log")  # a bare `daphne backend.asgi:...`
-    server.start()
-    try:
-        yield Live(server, env)
-    finally:
-        server.stop()
-        drop_keys(prefix)
+    with own_server(
+        tmp_path_factory.mktemp("body-limit"),  # a bare `daphne backend.asgi:...`
+        "bodylimit",
+        variables={"USAGE_RETENTION_HOURS": "0", "USAGE_MAX_BODY_BYTES": str(INGEST_LIMIT)},
+    ) as server:
+        yield Live(server, server.env)
 
 
 # --- talking to the server ----------------------------------------------------------------

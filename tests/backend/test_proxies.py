@@ -4,6 +4,7 @@ which address they took for the client."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from twisted.web.http_headers import Headers
 from backend import serve
 from backend.checks import check_settings
 from backend.proxies import forwarded_client, network, parse_forwarded
-from tests.support import API, ServerProcess, drop_keys, manage, server_env, wait_until
+from tests.support import API, ServerProcess, own_server, wait_until
 
 TRUSTED = [network("127.0.0.1"), network("10.0.0.0/8")]
 
@@ -90,23 +91,18 @@ def test_trusted_proxies_that_are_not_addresses_are_refused_at_start_up(value: l
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[object]:
     """Starts a server in a fresh directory; stops it and drops its keys afterwards."""
-    started: list[tuple[ServerProcess, str]] = []
+    with contextlib.ExitStack() as servers:
 
-    def _start(workers: int, options: tuple[str, ...] = (), **extra: str) -> ServerProcess:
-        prefix = f"proxies{uuid.uuid4().hex[:12]}"
-        workdir = tmp_path / prefix
-        workdir.mkdir()
-        env = server_env(workdir, prefix, **extra)
-        manage(env, "migrate", "--noinput", "-v0")
-        server = ServerProcess(env, workdir / "server.log", workers=workers, daphne_options=options)
-        started.append((server, prefix))
-        server.start()
-        return server
+        def _start(workers: int, options: tuple[str, ...] = (), **extra: str) -> ServerProcess:
+            workdir = tmp_path / uuid.uuid4().hex
+            workdir.mkdir()
+            return servers.enter_context(
+                own_server(
+                    workdir, "proxies", workers=workers, daphne_options=options, variables=extra
+                )
+            )
 
-    yield _start
-    for server, prefix in started:
-        server.stop()
-        drop_keys(prefix)
+        yield _start
 
 
 def get(server: ServerProcess, target: str, forwarded_for: str) -> int:

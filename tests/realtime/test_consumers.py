@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,6 @@ from typing import Any
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
@@ -34,7 +32,10 @@ from realtime.routing import build_websocket_application
 from tests.conftest import Clock, client_for
 from usage import selectors
 
-pytestmark = [pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("isolated_channel_layer"),
+]
 
 WS_PATH = "/ws/claude-usage/"
 EVENTS = "/app/claude-usage/events/"
@@ -49,21 +50,6 @@ Application = Any  # an ASGI application (channels has no type hints)
 
 
 # --- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _isolated_channel_layer(settings: Settings) -> Iterator[None]:
-    """A channel layer of its own (the prefix is read when the layer is built), so no prompt
-    leaks between tests."""
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"wstest{uuid.uuid4().hex}"},
-        }
-    }
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
 
 
 @pytest.fixture

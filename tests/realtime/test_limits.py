@@ -8,15 +8,13 @@ only the clocks are fake (the dashboard clock, and the monotonic one the bucket 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from pytest_django.fixtures import Settings
@@ -27,6 +25,8 @@ from realtime.hub import Credential, Hub, Snapshot
 from realtime.limits import ActionLimit, TokenBucket, Verdict, whole_minutes
 from realtime.routing import build_websocket_application
 from tests.conftest import Clock
+
+pytestmark = pytest.mark.usefixtures("isolated_channel_layer")
 
 WS_PATH = "/ws/claude-usage/"
 TIMEOUT = 10.0  # a bound on waiting, never an expectation of speed
@@ -136,19 +136,6 @@ class Ticker:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def _isolated_channel_layer(settings: Settings) -> Iterator[None]:
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"wstest{uuid.uuid4().hex}"},
-        }
-    }
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support import API, ServerProcess, drop_keys, manage, server_env
+from tests.support import API, ServerProcess, manage, own_server
 
 pytestmark = [pytest.mark.slow]
 
@@ -41,17 +41,12 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    workdir = tmp_path_factory.mktemp("ingest-body-live")
-    prefix = f"ingestlive{uuid.uuid4().hex[:12]}"
-    env = server_env(workdir, prefix, USAGE_RETENTION_HOURS="0", USAGE_MAX_BODY_BYTES=str(LIMIT))
-    manage(env, "migrate", "--noinput", "-v0")
-    server = ServerProcess(env, workdir / "daphne.log")
-    server.start()
-    try:
-        yield Live(server, env)
-    finally:
-        server.stop()
-        drop_keys(prefix)
+    with own_server(
+        tmp_path_factory.mktemp("ingest-body-live"),
+        "ingestlive",
+        variables={"USAGE_RETENTION_HOURS": "0", "USAGE_MAX_BODY_BYTES": str(LIMIT)},
+    ) as server:
+        yield Live(server, server.env)
 
 
 @pytest.fixture

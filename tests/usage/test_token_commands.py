@@ -4,13 +4,10 @@ once, over REST and on open WebSockets (closed 4401 at the next resync)."""
 from __future__ import annotations
 
 import io
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -21,6 +18,8 @@ from rest_framework.test import APIClient
 from realtime.hub import Hub
 from realtime.routing import build_websocket_application
 from tests.conftest import Clock
+
+pytestmark = pytest.mark.usefixtures("isolated_channel_layer")
 
 STATS = "/app/claude-usage/stats/"
 TIMEOUT = 10.0  # a bound on waiting, never an expectation of speed
@@ -96,19 +95,6 @@ def test_an_unknown_user_is_an_error_that_creates_nobody(name: str) -> None:
 
 
 # --- open WebSockets ------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _isolated_channel_layer(settings: Settings) -> Iterator[None]:
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"wstest{uuid.uuid4().hex}"},
-        }
-    }
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
 
 
 async def close_code_after(communicator: Any) -> int:
