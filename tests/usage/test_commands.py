@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -20,6 +22,7 @@ from rest_framework.authtoken.models import Token
 from tests.support import manage
 from tests.usage.projection_dump import dump_projection
 from usage import services, store
+from usage.management.commands import run_worker
 from usage.measures import Totals
 from usage.models import CompletedWindow, LoggedEvent
 from usage.projection import redis_store
@@ -222,6 +225,36 @@ def test_a_worker_tick_repairs_a_projection_that_missed_an_ingest(user: User) ->
     run("run_worker", "--once")
 
     assert dump_projection(user.pk) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ctrl_c_while_a_job_runs_ends_the_worker_quietly(
+    user: User, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # make run's Ctrl-C reaches the worker at any moment, also inside a job's own
+    # ``except Exception`` (which once logged it as a failed job and kept looping).
+    calls = []
+
+    def interrupted() -> list[int]:
+        calls.append(1)
+        if len(calls) > 1:  # stops the loop the old code went on with (it ignored more signals)
+            raise SystemExit("the worker went on after its Ctrl-C")
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(500):  # its handler runs at the next check: here, in the main thread
+            time.sleep(0.01)
+        raise AssertionError("the signal's handler did not stop the job")
+
+    monkeypatch.setattr(store, "user_ids_with_events", interrupted)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with caplog.at_level(logging.ERROR):
+            run("run_worker", "--interval", "0")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        run_worker._stopping.clear()
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 # --- local_setup ---------------------------------------------------------------------------

@@ -49,8 +49,10 @@ class Command(BaseCommand):
         self.progress = services.run_periodic_jobs(now=datetime.now(tz=UTC), since=self.progress)
 
 
-class _Stopped(Exception):
-    """SIGINT or SIGTERM arrived."""
+class _Stopped(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, as KeyboardInterrupt is: it may arrive
+    inside a job, and a job's ``except Exception`` (a failed job is logged, the others run)
+    must not take it for a failure and go on."""
 
 
 _stopping = threading.Event()
