@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 CATCH_UP_BATCH = 5000
 # Events and owners (projects, sessions, hosts) per Lua script. A script's time grows with
 # the buckets and owners its events touch: 10,000 records of as many new sessions took
-# 565 ms in one script, and 500 of them 63 ms, Redis stalled for every user meanwhile.
+# 565 ms in one script, and 500 of them 63 ms, Redis stalled for every user meanwhile; 200
+# owners still took 23-72 ms, and another user's read (9 round trips) waited behind one
+# script after another (bench/abuse.py's 30k-sessions: p99 170-210 ms); 50 take 6-14 ms.
 # An agent's batch of 1,000 records of a few sessions stays one script.
 APPLY_PART = 1000
-APPLY_PART_OWNERS = 200
+APPLY_PART_OWNERS = 50
 
 
 def after_commit(
