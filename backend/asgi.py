@@ -24,6 +24,7 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
 from backend import access_log, body_limit, proxies  # noqa: E402
+from backend.slow_refusals import DelayRefusals  # noqa: E402
 from realtime import backpressure  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 from usage import pricing  # noqa: E402
@@ -40,7 +41,9 @@ body_limit.install()
 get_resolver().url_patterns  # noqa: B018
 pricing.load()
 
-application = ProtocolTypeRouter({"http": django_http, "websocket": websocket_application})
+application = ProtocolTypeRouter(
+    {"http": DelayRefusals(django_http), "websocket": websocket_application}
+)
 
 # Everything loaded so far (Django, the apps, the views, the price table) lives as long as
 # the process. Frozen, the collector stops walking it in every full collection, which

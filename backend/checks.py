@@ -145,7 +145,20 @@ RULES: tuple[Rule, ...] = (
     _whole_number_from("USAGE_THROTTLE_WRITE_PER_MINUTE", 0),
     _whole_number_from("USAGE_THROTTLE_READ_PER_MINUTE", 0),
     _whole_number_from("USAGE_THROTTLE_ANONYMOUS_PER_MINUTE", 0),
-    _whole_number_from("USAGE_MAX_IN_FLIGHT_PER_TOKEN", 0),
+    _whole_number_from("USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN", 0),
+    _whole_number_from("USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN", 0),
+    # A waiting request holds a thread and a database connection (usage/api/throttles.py).
+    Rule(
+        "USAGE_IN_FLIGHT_WAIT_SECONDS",
+        "a number from 0 to 30",
+        lambda seconds: _finite(seconds) and 0 <= seconds <= 30,
+    ),
+    # A refusal held longer would hold its connection (backend/slow_refusals.py).
+    Rule(
+        "USAGE_REFUSAL_DELAY_SECONDS",
+        "a number from 0 to 60",
+        lambda seconds: _finite(seconds) and 0 <= seconds <= 60,
+    ),
     # Each pool keeps one connection open (settings.py), and psycopg's pool refuses a
     # maximum below its minimum.
     _whole_number_from("DB_POOL_SIZE", 1),

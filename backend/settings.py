@@ -105,8 +105,14 @@ USAGE_WS_MAX_BUFFERED_BYTES = _read("USAGE_WS_MAX_BUFFERED_BYTES", 1024 * 1024, 
 USAGE_THROTTLE_WRITE_PER_MINUTE = _read("USAGE_THROTTLE_WRITE_PER_MINUTE", 12_000, int)
 USAGE_THROTTLE_READ_PER_MINUTE = _read("USAGE_THROTTLE_READ_PER_MINUTE", 1_200, int)
 USAGE_THROTTLE_ANONYMOUS_PER_MINUTE = _read("USAGE_THROTTLE_ANONYMOUS_PER_MINUTE", 60, int)
-# Requests of one token running at once, across every process (0: no bound).
-USAGE_MAX_IN_FLIGHT_PER_TOKEN = _read("USAGE_MAX_IN_FLIGHT_PER_TOKEN", 4, int)
+# Reads and writes of one token running at once, across every process (0: no bound); one
+# more waits for a slot up to USAGE_IN_FLIGHT_WAIT_SECONDS (usage/api/throttles.py). The
+# agent sends two batches at once.
+USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = _read("USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN", 1, int)
+USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN = _read("USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN", 4, int)
+USAGE_IN_FLIGHT_WAIT_SECONDS = _read("USAGE_IN_FLIGHT_WAIT_SECONDS", 2.0, float)
+# A 429 is sent after its Retry-After, at most this long (backend/slow_refusals.py); 0: at once.
+USAGE_REFUSAL_DELAY_SECONDS = _read("USAGE_REFUSAL_DELAY_SECONDS", 1.0, float)
 
 # Empty: the embedded server, whose URL the entry points put here before settings load.
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -193,38 +193,130 @@ def test_a_limit_that_is_not_a_whole_number_from_zero_is_refused_at_start_up(
 # --- requests of one token at once ---------------------------------------------------------
 
 
-def test_a_token_with_its_bound_of_requests_running_is_answered_429_until_one_ends(
-    api: APIClient, user: User, settings: Settings
-) -> None:
-    settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN = 2
+class WaitingClock:
+    """The in-flight throttle's clock and pause: each pause moves the clock on, and may run
+    something meanwhile (another request ending)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+        self.meanwhile: list[Any] = []
+
+    def timer(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+        if self.meanwhile:
+            self.meanwhile.pop(0)()
+
+
+@pytest.fixture
+def waiting_clock(monkeypatch: pytest.MonkeyPatch) -> WaitingClock:
+    fake = WaitingClock()
+    monkeypatch.setattr(throttles.InFlightThrottle, "timer", staticmethod(fake.timer))
+    monkeypatch.setattr(throttles.InFlightThrottle, "sleep", staticmethod(fake.sleep))
+    return fake
+
+
+def running(user: User, kind: str, requests: int) -> str:
+    """``requests`` reads or writes of ``user`` running, in other processes; their key."""
     counter: Any = caches["default"]
-    key = f"in-flight:user{user.pk}"
-    for _ in range(2):  # two requests of this token running, in other processes
+    key = f"in-flight:{kind}:user{user.pk}"
+    for _ in range(requests):
         counter.count(key, expires_in=60)
+    return key
+
+
+def test_one_read_and_four_writes_of_a_token_run_at_once_by_default() -> None:
+    # The agent sends two batches at once, and a user may have several machines.
+    from django.conf import settings
+
+    assert settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN == 1
+    assert settings.USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN == 4
+    assert settings.USAGE_IN_FLIGHT_WAIT_SECONDS == 2
+
+
+def test_a_read_over_the_bound_waits_for_a_slot_and_runs_when_one_ends(
+    api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
+) -> None:
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 2
+    key = running(user, "read", 2)
+    counter: Any = caches["default"]
+    waiting_clock.meanwhile = [lambda: None, lambda: counter.uncount(key)]  # ends after 2 tries
+
+    assert read(api).status_code == 200
+    assert waiting_clock.pauses == [0.01, 0.02]
+    assert counter.get(key) == 1  # the waiting read ran and ended; the other still runs
+
+
+def test_a_read_that_waited_its_time_is_answered_429_with_retry_after(
+    api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
+) -> None:
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
+    settings.USAGE_IN_FLIGHT_WAIT_SECONDS = 0.5
+    key = running(user, "read", 1)
 
     assert_rate_limited(read(api), retry_after=1)
-    assert_rate_limited(write(api), retry_after=1)
+    # 0.01 + 0.02 + 0.04 + 8 x 0.05 = 0.47 s; one more pause would pass the 0.5 s
+    assert waiting_clock.pauses == [0.01, 0.02, 0.04] + [0.05] * 8
+    assert caches["default"].get(key) == 1  # the refused read holds no slot
 
-    counter.uncount(key)  # one of them ends
-    assert read(api).status_code == 200
+
+def test_as_many_requests_as_the_bound_wait_and_one_more_is_refused_at_once(
+    api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
+) -> None:
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 2
+    running(user, "read", 4)  # two running, two waiting
+
+    assert_rate_limited(read(api), retry_after=1)
+    assert waiting_clock.pauses == []
+
+
+def test_writes_and_reads_have_bounds_of_their_own(
+    api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
+) -> None:
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
+    settings.USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN = 2
+    settings.USAGE_IN_FLIGHT_WAIT_SECONDS = 0
+    running(user, "read", 1)
+
+    assert write(api).status_code == 200
+    assert_rate_limited(read(api), retry_after=1)
+
+    running(user, "write", 2)
+    assert_rate_limited(write(api), retry_after=1)
 
 
 def test_a_request_that_ended_in_an_error_is_no_longer_counted(
     api: APIClient, user: User, settings: Settings
 ) -> None:
-    settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN = 1
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
+    settings.USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN = 1
     assert read(api, "projects/no-such-project/").status_code == 404
     assert api.post(f"{API}limits/", b"{", content_type="application/json").status_code == 400
 
     assert read(api).status_code == 200
-    assert caches["default"].get(f"in-flight:user{user.pk}") == 0
+    assert caches["default"].get(f"in-flight:read:user{user.pk}") == 0
+    assert caches["default"].get(f"in-flight:write:user{user.pk}") == 0
 
 
 def test_another_users_running_requests_do_not_count(
-    api: APIClient, other_user: User, settings: Settings
+    api: APIClient, other_user: User, settings: Settings, waiting_clock: WaitingClock
 ) -> None:
-    settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN = 1
-    counter: Any = caches["default"]
-    counter.count(f"in-flight:user{other_user.pk}", expires_in=60)
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
+    running(other_user, "read", 1)
 
     assert read(api).status_code == 200
+    assert waiting_clock.pauses == []
+
+
+@pytest.mark.parametrize("value", [-1, 30.5, float("nan"), "soon"])
+def test_a_wait_outside_0_to_30_seconds_is_refused_at_start_up(value: object) -> None:
+    with override_settings(USAGE_IN_FLIGHT_WAIT_SECONDS=value):
+        errors = check_settings()
+
+    assert [error.msg for error in errors if isinstance(error, Error)] == [
+        f"USAGE_IN_FLIGHT_WAIT_SECONDS={value!r}: must be a number from 0 to 30"
+    ]

@@ -71,32 +71,67 @@ class RequestRateThrottle(BaseThrottle):
 
 
 class InFlightThrottle(BaseThrottle):
-    """At most ``USAGE_MAX_IN_FLIGHT_PER_TOKEN`` requests of one user at once, across every
-    process. A per-minute limit still lets one token fill every worker with heavy reads for
-    a while (bench/abuse.py's request flood: 8 clients held both CPUs, another user's p99
-    over 300 ms); a bound on what one token runs at once leaves the other users the rest.
+    """At most ``USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN`` reads and
+    ``USAGE_MAX_WRITES_IN_FLIGHT_PER_TOKEN`` writes of one user run at once, across every
+    process. A per-minute limit still lets one token fill every worker with heavy reads for a
+    while (bench/abuse.py's request flood: 8 clients held both CPUs, another user's p99 over
+    300 ms, and still 130-200 ms with 4 or 2 reads at once on two cores); a bound on what one
+    token runs at once leaves the other users the rest. Writes have a higher bound: the agent
+    sends two batches at once, and one user may have several machines backfilling.
+
+    A request over the bound waits for a slot, up to ``USAGE_IN_FLIGHT_WAIT_SECONDS``, so a
+    dashboard that asks for five things at once gets them one after the other rather than
+    429s; as many as the bound may wait, and one more is refused at once (a waiting request
+    holds a thread and its database connection). A refusal carries ``Retry-After: 1``.
 
     The count is one Redis counter per user: one more while a request runs, one less when it
-    ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did). It expires
-    a minute after the last request began, so a process killed mid-request cannot leave a
-    user refused for longer."""
+    ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did); a waiting
+    request tries again after a pause, and does not hold a slot meanwhile. The counter
+    expires a minute after the last request began, so a process killed mid-request cannot
+    leave a user refused for longer."""
+
+    # The clock and the pause between tries, replaceable in tests.
+    timer: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
     def __init__(self) -> None:
         self.refused = False
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        user, limit = request.user, settings.USAGE_MAX_IN_FLIGHT_PER_TOKEN
-        if limit <= 0 or user is None or not user.is_authenticated:
+        user = request.user
+        if user is None or not user.is_authenticated:
             return True
-        counter = cast(InFlightCounter, caches["default"])
-        key = f"in-flight:user{user.pk}"
-        running = counter.count(key, expires_in=WINDOW_SECONDS)
-        request._request.usage_in_flight = key  # type: ignore[attr-defined]  # released after
-        self.refused = running > limit
+        kind = "write" if request.method in WRITE_METHODS else "read"
+        limit = getattr(settings, f"USAGE_MAX_{kind.upper()}S_IN_FLIGHT_PER_TOKEN")
+        if limit <= 0:
+            return True
+        key = f"in-flight:{kind}:user{user.pk}"
+        self.refused = not self._take_a_slot(key, limit)
+        if not self.refused:
+            request._request.usage_in_flight = key  # type: ignore[attr-defined]  # released after
         return not self.refused
+
+    def _take_a_slot(self, key: str, limit: int) -> bool:
+        counter = cast(InFlightCounter, caches["default"])
+        deadline = self.timer() + settings.USAGE_IN_FLIGHT_WAIT_SECONDS
+        pause = FIRST_PAUSE_SECONDS
+        while True:
+            running = counter.count(key, expires_in=WINDOW_SECONDS)
+            if running <= limit:
+                return True
+            counter.uncount(key)  # a waiting request holds no slot
+            if running > 2 * limit or self.timer() + pause > deadline:
+                return False
+            self.sleep(pause)
+            pause = min(2 * pause, LAST_PAUSE_SECONDS)
 
     def wait(self) -> float | None:
         return 1.0 if self.refused else None
+
+
+# A waiting request tries again after 10 ms, then 20, 40, 50, 50 ... ms.
+FIRST_PAUSE_SECONDS = 0.01
+LAST_PAUSE_SECONDS = 0.05
 
 
 class InFlightCounter(WindowCounter, Protocol):
