@@ -111,6 +111,8 @@ def ingest_records(
             events = store.positioned(appended.pending, appended.positions)
             if appended.positions:
                 store.remember_names(user_id, events, appended.positions[-1])
+                if not after.position:
+                    store.first_events_appended()
             # Projections and broadcasts follow the commit (and the lock's release); a crash
             # in between is repaired by catching up from the projection's checkpoint.
             transaction.on_commit(lambda: projector.after_commit(user_id, events, after=after))

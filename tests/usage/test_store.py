@@ -497,3 +497,31 @@ def test_a_young_log_gets_statistics_so_the_dedupe_probe_uses_the_unique_index(
         cursor.execute("EXPLAIN " + store.dedupe_probe_sql(), [json.dumps(ids), user.pk])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "usage_event_one_revision" in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_users_first_events_refresh_the_statistics_so_their_probe_uses_the_unique_index(
+    user: User, other_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statistics made while the log held one user's rows say any other user has none, and
+    the probe of a newcomer's second batch read all of their rows per id (bench/abuse.py:
+    10,000 ids against 10,000 rows, 28 s and more inside the append lock, every other
+    user's ingest waiting). A user's first events refresh the statistics after the commit."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner and statistics")
+    statistics = store._Statistics()
+    monkeypatch.setattr(store, "_statistics", statistics)
+    start = NOW - timedelta(hours=2)
+    for who in (user, other_user):
+        records = [
+            assistant_record(f"msg_{who.pk}_{i:05d}", start + timedelta(seconds=i))
+            for i in range(store.YOUNG_LOG_ROWS + 200)
+        ]
+        ingest(who.pk, records[:1000])
+        ingest(who.pk, records[1000:])
+
+    with connection.cursor() as cursor:
+        ids = [f"msg_{other_user.pk}_{i:05d}" for i in range(0, 1000, 3)]
+        cursor.execute("EXPLAIN " + store.dedupe_probe_sql(), [json.dumps(ids), other_user.pk])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "usage_event_one_revision" in plan, plan
