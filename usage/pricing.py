@@ -291,7 +291,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class Overlay:
-    label: str  # "overlay 2026-12-07.1", "operator overlay 2027-01-02 (/etc/prices.toml)"
+    label: str  # "overlay 2026-12-07.1", "operator overlay 2027-01-02"
     version: str
     path: str
     entries: tuple[Entry, ...]
@@ -308,7 +308,10 @@ class PriceData:
     fingerprint: str
 
     def describe(self) -> str:
-        parts = [f"genai-prices {self.genai_prices}", *(o.label for o in self.overlays)]
+        parts = [f"genai-prices {self.genai_prices}"]
+        for overlay in self.overlays:
+            where = "" if overlay.path == str(OVERLAY_PATH) else f" ({overlay.path})"
+            parts.append(f"{overlay.label}{where}")
         return f"{', '.join(parts)} (fingerprint {self.fingerprint})"
 
 
@@ -362,9 +365,8 @@ def read_overlay(path: Path, *, label: str) -> Overlay:
     if not isinstance(prices, list):
         raise OverlayError(f"{path}: [[price]] must be an array of tables")
     entries = tuple(_entry(path, number, raw) for number, raw in enumerate(prices, start=1))
-    suffix = f" ({path})" if label != "overlay" else ""
     return Overlay(
-        label=f"{label} {version}{suffix}",
+        label=f"{label} {version}",
         version=version,
         path=str(path),
         entries=entries,

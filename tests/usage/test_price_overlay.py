@@ -117,9 +117,7 @@ def test_an_operators_overlay_wins_over_genai_prices_and_names_its_source(
     assert card.standard == Rates(
         Decimal(12), Decimal(60), Decimal(15), Decimal(24), Decimal("1.2")
     )
-    assert card.sources["standard"] == (
-        f"operator overlay 2027-01-02.1 ({operator_overlay}): our contract, clause 4"
-    )
+    assert card.sources["standard"] == "operator overlay 2027-01-02.1: our contract, clause 4"
     # 1,000 input and 1,000 output tokens: 1,000 x 12,000 + 1,000 x 60,000 nanodollars.
     assert cost_nanos(OPUS_41, TokenCounts(1_000, 1_000, 0, 0, 0), NOW) == 72_000_000
     # Before the entry takes effect, genai-prices' $15 / $75.
