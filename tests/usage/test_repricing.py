@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import override_settings
 from pytest_django.fixtures import Settings
 
 from tests.usage.projection_dump import Dump, dump_projection
-from usage import pricing, services
+from usage import pricing, services, store
+from usage.measures import repriced
 from usage.projection import projector, redis_store
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -185,3 +187,28 @@ def test_a_read_re_prices_a_projection_built_with_other_price_data(
 
     assert totals_before.cost_nanos - totals_after.cost_nanos == 2 * (22_500_000 - 19_500_000)
     assert totals_after._replace(cost_nanos=0) == totals_before._replace(cost_nanos=0)
+
+
+def test_an_event_of_schema_1_reads_back_as_a_standard_request_and_prices_as_before(
+    user: User,
+) -> None:
+    # A row as the previous release appended it: none of the new columns named.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO usage_event (user_id, kind, schema_version, revision, message_id, "
+            "request_id, occurred_at, recorded_at, model, input_tokens, output_tokens, "
+            "cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens, "
+            "cost_nanos, priced, session_id, project_path, is_sidechain, host) VALUES "
+            "(%s, 'usage_recorded', 1, 0, 'old', 'req_old', %s, %s, %s, 1000, 100, 0, 0, 0, "
+            "4500000, %s, 's', '/p', %s, 'h')",
+            [user.pk, NOW, NOW, SONNET_45, True, False],
+        )
+
+    [event] = store.events_after(user.pk, 0)
+
+    assert event.schema_version == 1
+    record = event.record
+    assert (record.speed, record.service_tier, record.web_search_requests) == ("", "", 0)
+    assert event.web_search_cost_nanos == 0
+    # 1,000 x 3,000 + 100 x 15,000 = 4,500,000 nanodollars, as it was priced then.
+    assert repriced(event) is event
