@@ -209,11 +209,13 @@ def reprice_at_start() -> list[int]:
     rebuilt = []
     for user_id in stale:
         try:
-            rebuild_user(user_id)
+            position = rebuild_user(user_id)
         except Exception:
             log.exception("re-pricing the projection of user %s failed", user_id)
-        else:
-            rebuilt.append(user_id)
+            continue
+        rebuilt.append(user_id)
+        # Same position, other costs: open dashboards are asked for a new snapshot.
+        notify.changed(user_id, position, refresh=True)
     return rebuilt
 
 
