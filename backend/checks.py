@@ -25,6 +25,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, run_checks
 
+from usage import pricing
 from usage.windows import CUSTOM_PLAN, PLAN_LIMITS, WindowAlign
 
 CHECK_ID = "backend.E001"
@@ -176,6 +177,17 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         if not rule.accepts(value):
             errors.append(_error(rule.setting, value, rule.allowed))
     return errors
+
+
+def check_price_data(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[Error]:
+    """The price data must read: genai-prices, our overlay and the operator's
+    (``USAGE_PRICE_OVERLAY``), one line naming the file and the problem otherwise."""
+    try:
+        pricing.load()
+    except pricing.OverlayError as error:
+        overlay = settings.USAGE_PRICE_OVERLAY
+        return [Error(f"USAGE_PRICE_OVERLAY={overlay!r}: {error}", id=CHECK_ID)]
+    return []
 
 
 def _allowed(setting: str) -> str:

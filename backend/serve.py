@@ -38,6 +38,7 @@ from types import FrameType
 from django.conf import settings
 
 from backend import embedded_redis
+from usage import pricing
 
 log = logging.getLogger("backend.serve")
 
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # before the embedded server's URL was set, which is harmless: it never talks to Redis,
     # it only holds the server for its children, which read the URL from the environment.
     embedded_redis.ensure_redis_url()
+    log.info("price data: %s", pricing.price_data().describe())  # read by the checks above
     return serve(args.host, args.port, workers, args.daphne_args, with_jobs=args.with_worker)
 
 

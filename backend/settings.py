@@ -88,6 +88,9 @@ USAGE_MAX_BODY_BYTES = _read("USAGE_MAX_BODY_BYTES", 10 * 1024 * 1024, int)
 USAGE_MAX_OTHER_BODY_BYTES = _read("USAGE_MAX_OTHER_BODY_BYTES", 64 * 1024, int)
 USAGE_MAX_RECORDS = _read("USAGE_MAX_RECORDS", 10_000, int)
 USAGE_LOCAL_USER = env.str("USAGE_LOCAL_USER", default="local")
+# An operator's price overlay (usage/price_overlay.toml's format) over genai-prices and ours:
+# negotiated or newer prices without a release. Empty: none.
+USAGE_PRICE_OVERLAY = env.str("USAGE_PRICE_OVERLAY", default="")
 # Per-user quotas of distinct names in the retained log: a record that would add one more
 # is rejected (QUOTA_EXCEEDED); records of the names already in use still go in.
 USAGE_MAX_MODELS_PER_USER = _read("USAGE_MAX_MODELS_PER_USER", 200, int)

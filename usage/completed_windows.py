@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from usage import side_tables, store
 from usage.events import UsageEvent, newest_revisions
+from usage.measures import sum_totals
 from usage.windows import WINDOW_LENGTH, WindowAlign, split_into_windows
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,6 @@ def _window_totals(events: list[UsageEvent]) -> dict[str, int]:
     return {
         "input_output_tokens": sum(e.record.input_tokens + e.record.output_tokens for e in events),
         "total_tokens": sum(e.record.total_tokens for e in events),
-        "cost_nanos": sum(e.cost_nanos for e in events),
+        "cost_nanos": sum_totals(events).cost_nanos,  # priced with the price data in force
         "messages": len(events),
     }

@@ -35,7 +35,10 @@ class EventKind(enum.StrEnum):
     RETRACTED = "usage_retracted"  # a sidechain replay, superseded by the parent's copy
 
 
-EVENT_SCHEMA_VERSION = 1
+# 2: the record keeps its speed, service tier and web searches (issue 13); events of
+# version 1 read back with the defaults, which price as those events always did.
+EVENT_SCHEMA_VERSION = 2
+MAX_TAG_LENGTH = 32  # speed, service tier: short words ("standard", "fast", "priority")
 
 
 class InvalidRecord(ValueError):
@@ -67,6 +70,11 @@ class UsageRecord(NamedTuple):
     project_path: str
     is_sidechain: bool
     host: str
+    # What the price depends on beyond the tokens (issue 13), at the end with defaults: a
+    # record of a version that did not write them is a standard request without searches.
+    speed: str = ""  # usage.speed: "standard", "fast"; "" when the line had none
+    service_tier: str = ""  # usage.service_tier ("standard"); kept, not priced
+    web_search_requests: int = 0  # usage.server_tool_use.web_search_requests
 
     @property
     def cache_creation_tokens(self) -> int:
@@ -117,6 +125,9 @@ def parse_record(raw: object, *, host: str, now: datetime) -> UsageRecord | None
         project_path=_text(raw.get("cwd"), "cwd"),
         is_sidechain=_flag(raw.get("isSidechain"), "isSidechain"),
         host=host,
+        speed=_tag(usage.get("speed"), "message.usage.speed"),
+        service_tier=_tag(usage.get("service_tier"), "message.usage.service_tier"),
+        web_search_requests=_web_searches(usage),
     )
     check_storable(record)
     return record
@@ -135,6 +146,8 @@ def check_storable(record: UsageRecord) -> None:
             record.session_id,
             record.project_path,
             record.host,
+            record.speed,
+            record.service_tier,
         )
     )
     if "\x00" in text:
@@ -153,6 +166,8 @@ _TEXT_FIELDS = {
     "session_id": "sessionId",
     "project_path": "cwd",
     "host": "the host name",
+    "speed": "message.usage.speed",
+    "service_tier": "message.usage.service_tier",
 }
 
 
@@ -173,6 +188,25 @@ def _cache_creation(usage: dict[str, object]) -> tuple[int, int]:
         raise InvalidRecord("message.usage.cache_creation must be an object")
     one_hour = min(_count(split, "ephemeral_1h_input_tokens"), total)
     return total - one_hour, one_hour
+
+
+def _web_searches(usage: dict[str, object]) -> int:
+    server_tools = usage.get("server_tool_use")
+    if server_tools is None:
+        return 0
+    if not isinstance(server_tools, dict):
+        raise InvalidRecord("message.usage.server_tool_use must be an object")
+    return _count(server_tools, "web_search_requests")
+
+
+def _tag(value: object, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRecord(f"{name} must be a string")
+    if len(value) > MAX_TAG_LENGTH:
+        raise InvalidRecord(f"{name} is longer than {MAX_TAG_LENGTH} characters")
+    return value
 
 
 def _count(container: dict[str, object], key: str) -> int:
@@ -259,6 +293,9 @@ class UsageEvent(NamedTuple):
     recorded_at: datetime
     position: int | None = None
     schema_version: int = EVENT_SCHEMA_VERSION
+    # The part of ``cost_nanos`` that is web search fees (issue 13). Both are the cost with
+    # the price data of the ingest; the projections price every event afresh.
+    web_search_cost_nanos: int = 0
 
     @property
     def counted(self) -> bool:

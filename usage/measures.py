@@ -14,6 +14,7 @@ from operator import add, attrgetter
 from typing import NamedTuple
 
 from usage.events import UsageEvent
+from usage.pricing import price
 
 
 class Measure(NamedTuple):
@@ -29,6 +30,8 @@ MEASURES = (
     Measure("cache_read_tokens", "cr", "record.cache_read_tokens"),
     Measure("messages", "n", "messages"),
     Measure("cost_nanos", "c", "cost_nanos"),
+    Measure("web_search_requests", "ws", "record.web_search_requests"),
+    Measure("web_search_cost_nanos", "wc", "web_search_cost_nanos"),
 )
 FIELDS = tuple(measure.field for measure in MEASURES)
 # The measure that says whether anything is left in a hash (an owner with no messages).
@@ -43,7 +46,9 @@ class Totals(NamedTuple):
     cache_creation_tokens: int = 0
     cache_read_tokens: int = 0
     messages: int = 0
-    cost_nanos: int = 0
+    cost_nanos: int = 0  # web search fees included
+    web_search_requests: int = 0
+    web_search_cost_nanos: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -68,15 +73,30 @@ if Totals._fields != tuple(measure.name for measure in MEASURES):
 if MESSAGES_FIELD not in FIELDS:
     raise ImportError("usage.measures: MESSAGES_FIELD must be one of the measures")
 
-# One C call per event for all its values: the ingest takes them from every event.
+# One C call per event for all its values: the ingest takes them from every event. The
+# cost is the one the event carries: sums take it from ``repriced(event)``.
 values_of: Callable[[UsageEvent], tuple[int, ...]] = attrgetter(
     *(measure.source for measure in MEASURES)
 )
 
 
+def repriced(event: UsageEvent) -> UsageEvent:
+    """``event`` with its cost worked out afresh from its record and the price data in
+    force. The cost an event carries is the one of its ingest's price data: the projections
+    never sum that one, so that new price data (a genai-prices upgrade, an overlay edit)
+    re-prices every retained event in the rebuild that follows."""
+    record = event.record
+    cost = price(record.model, record, record.timestamp)
+    figures = (0, False, 0) if cost is None else (cost.total_nanos, True, cost.web_search_nanos)
+    if figures == (event.cost_nanos, event.priced, event.web_search_cost_nanos):
+        return event  # the usual case: priced at ingest with the same data
+    total, priced, web = figures
+    return event._replace(cost_nanos=total, priced=priced, web_search_cost_nanos=web)
+
+
 def sum_totals(events: Iterable[UsageEvent]) -> Totals:
-    """The measures of ``events``, summed."""
+    """The measures of ``events``, summed (priced with the price data in force)."""
     sums = [0] * len(MEASURES)
     for event in events:
-        sums[:] = map(add, sums, values_of(event))
+        sums[:] = map(add, sums, values_of(repriced(event)))
     return Totals._make(sums)

@@ -39,6 +39,12 @@ class LoggedEvent(models.Model):
     project_path = models.CharField(max_length=1024, blank=True, default="")
     is_sidechain = models.BooleanField(default=False)
     host = models.CharField(max_length=255, blank=True, default="")
+    # What the price depends on beyond the tokens (schema version 2, issue 13); rows of
+    # version 1 have the defaults, which price as they always did.
+    speed = models.CharField(max_length=32, blank=True, default="")
+    service_tier = models.CharField(max_length=32, blank=True, default="")
+    web_search_requests = models.PositiveBigIntegerField(default=0)
+    web_search_cost_nanos = models.BigIntegerField(default=0)
 
     class Meta:
         db_table = "usage_event"

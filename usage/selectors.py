@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from usage import shapes, side_tables, store
+from usage import pricing, shapes, side_tables, store
 from usage.limits import LimitReport, apply_official
 from usage.measures import Totals, sum_totals
 from usage.pricing import NANOS_PER_USD
@@ -111,6 +111,22 @@ def project_sessions(*, user_id: int, name: str) -> dict[str, object]:
     project = _find_project(user_id, name)
     found = _sessions(user_id, project)
     return {"project": project["name"], "sessions": found, "count": len(found)}
+
+
+def price_list(*, user_id: int, now: datetime, day: date | None = None) -> dict[str, object]:
+    """The rates in force on ``day`` (today, UTC, by default) for each model in the user's
+    retained data, the unpriced ones included, each rate with its source."""
+    projector.ensure_current(user_id)
+    _, models = redis_store.totals(user_id)
+    names = {name for name, totals in models.items() if totals.messages}
+    names |= set(redis_store.unpriced_models(user_id))
+    names.discard(pricing.SYNTHETIC_MODEL)  # never billed, no model
+    day = day or now.date()
+    return shapes.price_list(
+        data=pricing.price_data(),
+        day=day,
+        cards=[(name, pricing.rate_card(name, day)) for name in sorted(names)],
+    )
 
 
 def _rate_limit(
@@ -253,6 +269,7 @@ def _project(row: ProjectRow, name: str) -> dict[str, object]:
         "output_tokens": totals.output_tokens,
         "cache_creation_tokens": totals.cache_creation_tokens,
         "cache_read_tokens": totals.cache_read_tokens,
+        **shapes.web_search(totals),
     }
 
 
@@ -269,6 +286,7 @@ def _session(row: SessionRow) -> dict[str, object]:
         "total_cost": shapes.usd(totals.cost_nanos),
         "first_activity": _iso_ms(row.first_ms),
         "last_activity": _iso_ms(row.last_ms),
+        **shapes.web_search(totals),
     }
 
 

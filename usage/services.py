@@ -16,7 +16,7 @@ from usage.completed_windows import Progress
 from usage.dedupe import Decision, Outcome, decide
 from usage.events import MAX_WINDOW_SKEW, EventKind, InvalidRecord, UsageEvent, UsageRecord
 from usage.limits import OfficialLimits
-from usage.pricing import cost_nanos
+from usage.pricing import Cost, price
 from usage.projection import projector
 
 log = logging.getLogger(__name__)
@@ -330,8 +330,8 @@ def _clock_ahead(index: int, timestamp: datetime, now: datetime) -> Adjustment:
     )
 
 
-def _cost(record: UsageRecord) -> int | None:
-    return cost_nanos(record.model, record, record.timestamp)  # a record has the five counts
+def _cost(record: UsageRecord) -> Cost | None:
+    return price(record.model, record, record.timestamp)  # a record is a priced request
 
 
 def _first_copy(user_id: int, record: UsageRecord, now: datetime) -> UsageEvent:
@@ -354,6 +354,7 @@ def _event(
             cache_creation_5m_tokens=0,
             cache_creation_1h_tokens=0,
             cache_read_tokens=0,
+            web_search_requests=0,
         )
     cost = _cost(record)
     return UsageEvent(
@@ -361,9 +362,10 @@ def _event(
         user_id=user_id,
         revision=revision,
         record=record,
-        cost_nanos=cost or 0,
+        cost_nanos=cost.total_nanos if cost is not None else 0,
         priced=cost is not None,
         recorded_at=now,
+        web_search_cost_nanos=cost.web_search_nanos if cost is not None else 0,
     )
 
 

@@ -7,11 +7,12 @@ dashboard reads the same fields whichever way it subscribes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from usage.limits import LimitReading, LimitReport
 from usage.measures import Totals
-from usage.pricing import NANOS_PER_USD, SYNTHETIC_MODEL
+from usage.pricing import NANOS_PER_USD, SYNTHETIC_MODEL, PriceData, RateCard, Rates
 from usage.windows import BurnRate, RateLimitState
 
 NO_ACTIVE_WINDOW = "No active window"
@@ -45,6 +46,7 @@ def dashboard(
             "cache_creation_tokens": totals.cache_creation_tokens,
             "cache_read_tokens": totals.cache_read_tokens,
             "unpriced_models": list(unpriced_models),
+            **web_search(totals),
         },
         "burn_rate": {
             "tokens_per_minute": burn.tokens_per_minute,
@@ -73,9 +75,19 @@ def model_distribution(models: Mapping[str, Totals]) -> list[dict[str, object]]:
             "output_tokens": t.output_tokens,
             "cache_creation_tokens": t.cache_creation_tokens,
             "cache_read_tokens": t.cache_read_tokens,
+            **web_search(t),
         }
         for name, t in ordered
     ]
+
+
+def web_search(totals: Totals) -> dict[str, object]:
+    """The web searches beside the token figures: their count and their fees (which every
+    cost figure includes)."""
+    return {
+        "web_search_requests": totals.web_search_requests,
+        "web_search_cost_usd": usd(totals.web_search_cost_nanos),
+    }
 
 
 def rate_limit_block(report: LimitReport) -> dict[str, object]:
@@ -150,6 +162,8 @@ def stats(
         "is_within_active_window": active,
         "total_cost_usd": usd(totals.cost_nanos),
         "unpriced_models": list(unpriced_models),
+        "total_web_search_requests": totals.web_search_requests,
+        "total_web_search_cost_usd": usd(totals.web_search_cost_nanos),
         "hosts": list(hosts),
         "rate_limit": rate_limit_block(rate_limit),
     }
@@ -165,7 +179,89 @@ def timeseries_point(moment: datetime, totals: Totals) -> dict[str, object]:
         "cache_read_tokens": totals.cache_read_tokens,
         "message_count": totals.messages,
         "cost_usd": usd(totals.cost_nanos),
+        **web_search(totals),
     }
+
+
+PRICE_UNITS = "USD per million tokens; web search: USD per 1,000 searches"
+
+
+def price_list(
+    *, data: PriceData, day: date, cards: Sequence[tuple[str, RateCard | None]]
+) -> dict[str, object]:
+    """The rates in force on ``day`` for each model, each with its source: what a person
+    checks a bill against, line by line."""
+    models = [_price_entry(name, card) for name, card in cards]
+    return {
+        "date": day.isoformat(),
+        "units": PRICE_UNITS,
+        "price_data": {
+            "genai_prices": data.genai_prices,
+            "overlays": [overlay.label for overlay in data.overlays],
+            "fingerprint": data.fingerprint,
+        },
+        "models": models,
+        "count": len(models),
+    }
+
+
+def _price_entry(model: str, card: RateCard | None) -> dict[str, object]:
+    if card is None:
+        return {
+            "model": model,
+            "priced": False,
+            "known_as": None,
+            "standard": None,
+            "long_context": None,
+            "fast": None,
+            "web_search": None,
+        }
+    sources = card.sources
+    tier = card.long_context
+    fast = card.fast_at(0)
+    return {
+        "model": model,
+        "priced": True,
+        "known_as": card.known_as,
+        "standard": {**_rates(card.standard), "source": sources.get("standard", "")},
+        "long_context": None
+        if tier is None
+        else {
+            "above_input_tokens": tier.above,
+            **_rates(tier.rates),
+            "source": sources.get("long_context", ""),
+        },
+        "fast": None
+        if fast is None
+        else {
+            "multiplier": _figure(card.fast_multiplier),
+            **_rates(fast),
+            "long_context": None
+            if tier is None or card.fast_multiplier is None
+            else _rates(tier.rates.times(card.fast_multiplier)),
+            "source": sources.get("fast", ""),
+        },
+        "web_search": None
+        if card.web_search_per_thousand is None
+        else {
+            "usd_per_1000": _figure(card.web_search_per_thousand),
+            "source": sources.get("web_search", ""),
+        },
+    }
+
+
+def _rates(rates: Rates) -> dict[str, float]:
+    return {
+        "input": float(rates.input),
+        "output": float(rates.output),
+        "cache_write_5m": float(rates.cache_write_5m),
+        "cache_write_1h": float(rates.cache_write_1h),
+        "cache_read": float(rates.cache_read),
+    }
+
+
+def _figure(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _reset_human(state: RateLimitState) -> str:

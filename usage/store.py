@@ -61,10 +61,14 @@ COLUMNS = (
     Column("project_path", "varchar", "record.project_path"),
     Column("is_sidechain", "bool", "record.is_sidechain"),
     Column("host", "varchar", "record.host"),
+    Column("speed", "varchar", "record.speed"),
+    Column("service_tier", "varchar", "record.service_tier"),
+    Column("web_search_requests", "int8", "record.web_search_requests"),
     Column("cost_nanos", "int8", "cost_nanos"),
     Column("priced", "bool", "priced"),
     Column("recorded_at", "timestamptz", "recorded_at"),
     Column("schema_version", "int2", "schema_version"),
+    Column("web_search_cost_nanos", "int8", "web_search_cost_nanos"),
 )
 _INSERT_COLUMNS = tuple(column.name for column in COLUMNS)
 _READ_FIELDS = (*_INSERT_COLUMNS, "position")

@@ -24,6 +24,7 @@ import orjson
 
 from usage.events import (
     MAX_ID_LENGTH,
+    MAX_TAG_LENGTH,
     MAX_TEXT_LENGTH,
     MAX_TOKENS_PER_FIELD,
     MalformedLine,
@@ -37,10 +38,15 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS_PER_FIELD)]
 RequiredId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 OptionalId = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+Tag = Annotated[str, msgspec.Meta(max_length=MAX_TAG_LENGTH)]
 
 
 class CacheCreation(msgspec.Struct):
     ephemeral_1h_input_tokens: Count = 0
+
+
+class ServerToolUse(msgspec.Struct):
+    web_search_requests: Count = 0
 
 
 class Usage(msgspec.Struct):
@@ -49,6 +55,9 @@ class Usage(msgspec.Struct):
     cache_creation_input_tokens: Count = 0
     cache_read_input_tokens: Count = 0
     cache_creation: CacheCreation | msgspec.UnsetType = msgspec.UNSET
+    speed: Tag = ""
+    service_tier: Tag = ""
+    server_tool_use: ServerToolUse | msgspec.UnsetType = msgspec.UNSET
 
 
 class Message(msgspec.Struct):
@@ -101,6 +110,7 @@ def _record(line: WireLine, host: str, now: datetime) -> UsageRecord | None:
     cache_creation = usage.cache_creation_input_tokens
     split = usage.cache_creation
     one_hour = 0 if split is msgspec.UNSET else min(split.ephemeral_1h_input_tokens, cache_creation)
+    tools = usage.server_tool_use
     record = UsageRecord(
         message_id=message.id,
         request_id=line.request_id,
@@ -116,6 +126,9 @@ def _record(line: WireLine, host: str, now: datetime) -> UsageRecord | None:
         project_path=line.cwd,
         is_sidechain=line.is_sidechain,
         host=host,
+        speed=usage.speed,
+        service_tier=usage.service_tier,
+        web_search_requests=0 if tools is msgspec.UNSET else tools.web_search_requests,
     )
     check_storable(record)  # what the general path checks last, too
     return record

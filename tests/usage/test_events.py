@@ -56,6 +56,8 @@ def assistant_line(**overrides: Any) -> dict[str, Any]:
                 },
                 "output_tokens": 412,
                 "service_tier": "standard",
+                "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+                "speed": "standard",
             },
         },
     }
@@ -111,6 +113,8 @@ def test_it_normalises_an_assistant_line_to_its_usage() -> None:
         project_path="/home/dev/acme-api",
         is_sidechain=False,
         host="laptop",
+        speed="standard",
+        service_tier="standard",
     )
     assert record.total_tokens == 3 + 412 + 3117 + 14723
 
@@ -300,9 +304,49 @@ def test_it_accepts_the_largest_plausible_token_count() -> None:
     assert record.cache_read_tokens == MAX_TOKENS_PER_FIELD
 
 
+def test_it_keeps_what_the_price_depends_on_speed_tier_and_web_searches() -> None:
+    record = parse(
+        with_usage(
+            speed="fast",
+            service_tier="priority",
+            server_tool_use={"web_search_requests": 2, "web_fetch_requests": 5},
+        )
+    )
+
+    assert record is not None
+    assert (record.speed, record.service_tier, record.web_search_requests) == (
+        "fast",
+        "priority",
+        2,
+    )
+
+
+def test_a_line_without_them_is_a_standard_request_without_searches() -> None:
+    line = assistant_line()
+    for key in ("service_tier", "speed", "server_tool_use"):
+        del line["message"]["usage"][key]
+    record = parse(line)
+
+    assert record is not None
+    assert (record.speed, record.service_tier, record.web_search_requests) == ("", "", 0)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
+        pytest.param(with_usage(speed=7), "speed", id="speed not text"),
+        pytest.param(with_usage(speed="f" * 33), "speed", id="huge speed"),
+        pytest.param(with_usage(service_tier=["x"]), "service_tier", id="tier not text"),
+        pytest.param(with_usage(server_tool_use=3), "server_tool_use", id="tools not an object"),
+        pytest.param(
+            with_usage(server_tool_use={"web_search_requests": -1}), "negative", id="-1 searches"
+        ),
+        pytest.param(
+            with_usage(server_tool_use={"web_search_requests": "2"}),
+            "whole number",
+            id="searches as string",
+        ),
+        pytest.param(with_usage(speed="fa\x00st"), "NUL", id="NUL in speed"),
         pytest.param(MalformedLine("Line is not valid JSON"), "not valid JSON", id="broken JSON"),
         pytest.param("just a string", "JSON object", id="string"),
         pytest.param([assistant_line()], "JSON object", id="array"),

@@ -35,8 +35,9 @@ def an_event(input_tokens: int = 3) -> UsageEvent:
         project_path="/p",
         is_sidechain=False,
         host="h",
+        web_search_requests=2,
     )
-    return UsageEvent(EventKind.RECORDED, 1, 0, record, 17, True, NOW)
+    return UsageEvent(EventKind.RECORDED, 1, 0, record, 17, True, NOW, web_search_cost_nanos=9)
 
 
 def test_totals_follow_the_table_in_order() -> None:
@@ -56,13 +57,28 @@ def test_an_events_values_are_its_usage_by_measure() -> None:
         cache_read_tokens=13,
         messages=1,
         cost_nanos=17,
+        web_search_requests=2,
+        web_search_cost_nanos=9,
     )
 
 
-def test_events_sum_measure_by_measure() -> None:
+def test_events_sum_measure_by_measure_their_cost_priced_afresh() -> None:
     summed = sum_totals([an_event(), an_event(input_tokens=100)])
 
-    assert summed == Totals(103, 10, 36, 26, 2, 34)
+    # Sonnet 4.5, nanodollars per token: 3,000 input, 15,000 output, 3,750 5m write,
+    # 6,000 1h write, 300 read; a web search 10,000,000. Not the 17 and 9 the events carry.
+    searches = 2 * 10_000_000
+    tokens = 5 * 15_000 + 7 * 3_750 + 11 * 6_000 + 13 * 300  # 171,150 beside the input
+    assert summed == Totals(
+        input_tokens=103,
+        output_tokens=10,
+        cache_creation_tokens=36,
+        cache_read_tokens=26,
+        messages=2,
+        cost_nanos=(3 + 100) * 3_000 + 2 * tokens + 2 * searches,
+        web_search_requests=4,
+        web_search_cost_nanos=2 * searches,
+    )
     assert sum_totals([]) == Totals()
 
 
@@ -81,6 +97,7 @@ def transcript_line(message_id: str, at: datetime, model: str) -> dict[str, obje
                 "cache_creation_input_tokens": 18,
                 "cache_creation": {"ephemeral_1h_input_tokens": 11},
                 "cache_read_input_tokens": 13,
+                "server_tool_use": {"web_search_requests": 2},
             },
         },
     }
@@ -112,6 +129,7 @@ def test_every_projection_sums_the_measure(user: User, measure: Measure) -> None
     [session] = redis_store.sessions(user.pk, project.project_id)
     [host] = redis_store.hosts(user.pk)
 
+    assert expected  # every measure has something to sum here
     for found in (totals, in_ranges, without_models, project.totals, session.totals, host.totals):
         assert getattr(found, measure.name) == expected
     for per_model in (models, models_in_ranges):

@@ -426,7 +426,7 @@ def test_an_apply_to_a_projection_without_checkpoint_is_refused(user: User) -> N
     refused = redis_store.apply(
         user.pk,
         [(checkpoint + 1, [a_contribution()])],
-        after=Checkpoint(store.log_identity(), 0, ""),
+        after=Checkpoint(projector.binding(), 0, ""),
         last_event="x",
     )
 
@@ -561,7 +561,7 @@ def test_messages_whose_ids_join_alike_are_two_in_the_timestamp_index(user: User
 def test_a_new_bucket_of_thousands_of_fields_is_written_whole(user: User) -> None:
     """1,500 models in one new minute: 18,000 field/amount items for one new hash, more
     than Lua's unpack() takes at once."""
-    log = store.log_identity()
+    log = projector.binding()
     redis_store.reset_checkpoint(user.pk, log)
     contributions = [
         a_contribution()._replace(model=f"model-{i}", message_id=f"m{i}") for i in range(1500)
@@ -579,7 +579,7 @@ def test_a_new_bucket_of_thousands_of_fields_is_written_whole(user: User) -> Non
 @pytest.mark.django_db(transaction=True)
 def test_amounts_past_what_a_double_holds_are_stored_exactly(user: User) -> None:
     """Lua's cjson reads numbers as doubles; 2**53 + 1 of them would arrive as 2**53."""
-    log = store.log_identity()
+    log = projector.binding()
     redis_store.reset_checkpoint(user.pk, log)
     huge = 2**53 + 1
     first = a_contribution()

@@ -495,7 +495,14 @@ SEED_STATS_FIELDS = {
     "time_until_reset_human",
     "is_within_active_window",
 }
-STATS_EXTRAS = {"total_cost_usd", "unpriced_models", "hosts", "rate_limit"}
+STATS_EXTRAS = {
+    "total_cost_usd",
+    "unpriced_models",
+    "hosts",
+    "rate_limit",
+    "total_web_search_requests",
+    "total_web_search_cost_usd",
+}
 
 
 def test_stats_has_the_seeds_fields_over_everything_retained(api: APIClient, clock: Clock) -> None:
@@ -814,6 +821,7 @@ def test_the_schema_is_an_openapi_3_document_describing_every_endpoint() -> None
         f"{API}projects/",
         f"{API}projects/{{project_name}}/",
         f"{API}projects/{{project_name}}/sessions/",
+        f"{API}pricing/",
     } <= set(schema["paths"])
     assert "post" in schema["paths"][f"{API}events/"]
     dashboard_parameters = {
@@ -875,6 +883,7 @@ def test_every_field_the_read_endpoints_return_is_described_in_the_schema(
         "projects/": get(api, "projects/"),
         "projects/{project_name}/": get(api, "projects/rest-api/"),
         "projects/{project_name}/sessions/": get(api, "projects/rest-api/sessions/"),
+        "pricing/": get(api, "pricing/"),
     }
 
     problems = [

@@ -3,7 +3,7 @@ build their answers in ``usage.shapes``, and a test checks the two agree)."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 
 from usage.api.serializers import IngestResultSerializer
@@ -44,6 +44,8 @@ class SummarySerializer(_Base):
     cache_creation_tokens = S.IntegerField()
     cache_read_tokens = S.IntegerField()
     unpriced_models = S.ListField(child=S.CharField(), help_text="Models with no known price.")
+    web_search_requests = S.IntegerField(help_text="Web searches (usage.server_tool_use).")
+    web_search_cost_usd = S.FloatField(help_text="Their fees, included in every cost figure.")
 
 
 class BurnRateSerializer(_Base):
@@ -62,6 +64,8 @@ class ModelShareSerializer(_Base):
     output_tokens = S.IntegerField()
     cache_creation_tokens = S.IntegerField()
     cache_read_tokens = S.IntegerField()
+    web_search_requests = S.IntegerField(help_text="Web searches (usage.server_tool_use).")
+    web_search_cost_usd = S.FloatField(help_text="Their fees, included in every cost figure.")
 
 
 class PredictionSerializer(_Base):
@@ -116,6 +120,8 @@ class DataPointSerializer(_Base):
     cache_read_tokens = S.IntegerField()
     message_count = S.IntegerField()
     cost_usd = S.FloatField()
+    web_search_requests = S.IntegerField(help_text="Web searches (usage.server_tool_use).")
+    web_search_cost_usd = S.FloatField(help_text="Their fees, included in every cost figure.")
 
 
 class TimeseriesSerializer(_Base):
@@ -149,6 +155,8 @@ class StatsSerializer(_Base):
     is_within_active_window = S.BooleanField()
     total_cost_usd = S.FloatField()
     unpriced_models = S.ListField(child=S.CharField())
+    total_web_search_requests = S.IntegerField()
+    total_web_search_cost_usd = S.FloatField(help_text="Included in total_cost_usd.")
     hosts = HostSerializer(many=True)
     rate_limit = RateLimitSerializer()
 
@@ -167,6 +175,8 @@ class ProjectSerializer(_Base):
     output_tokens = S.IntegerField()
     cache_creation_tokens = S.IntegerField()
     cache_read_tokens = S.IntegerField()
+    web_search_requests = S.IntegerField(help_text="Web searches (usage.server_tool_use).")
+    web_search_cost_usd = S.FloatField(help_text="Their fees, included in every cost figure.")
 
 
 class ProjectListSerializer(_Base):
@@ -185,6 +195,8 @@ class SessionSerializer(_Base):
     total_cost = S.FloatField()
     first_activity = S.DateTimeField(allow_null=True)
     last_activity = S.DateTimeField(allow_null=True)
+    web_search_requests = S.IntegerField(help_text="Web searches (usage.server_tool_use).")
+    web_search_cost_usd = S.FloatField(help_text="Their fees, included in every cost figure.")
 
 
 class ProjectDetailSerializer(ProjectSerializer):
@@ -220,3 +232,63 @@ class IngestAnswerSerializer(IngestResultSerializer):
 
 class LimitsAnswerSerializer(_Base):
     saved = S.BooleanField(help_text="False when a newer reading was already stored.")
+
+
+# Rates and their source, as drf-spectacular's inline serializers: a serializer's own field
+# named "source" would shadow DRF's Field.source.
+def _rates(**extra: S.Field) -> dict[str, S.Field]:  # type: ignore[type-arg]
+    names = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+    return {**{name: S.FloatField() for name in names}, **extra}
+
+
+def _source() -> S.CharField:
+    return S.CharField(help_text="Where the figures come from (price data, overlay entry).")
+
+
+class ModelPricesSerializer(_Base):
+    model = S.CharField()
+    priced = S.BooleanField(help_text="False: no price known; its usage is counted, not priced.")
+    known_as = S.CharField(allow_null=True, help_text="genai-prices' model id.")
+    standard = inline_serializer("StandardRates", fields=_rates(source=_source()), allow_null=True)
+    long_context = inline_serializer(
+        "LongContextRates",
+        fields=_rates(
+            above_input_tokens=S.IntegerField(
+                help_text="A request whose input + cache writes + cache reads exceed this pays "
+                "these rates for all its tokens."
+            ),
+            source=_source(),
+        ),
+        allow_null=True,
+    )
+    fast = inline_serializer(
+        "FastModeRates",
+        fields=_rates(
+            multiplier=S.FloatField(allow_null=True, help_text="Of the rates of the size."),
+            long_context=inline_serializer(
+                "FastLongContextRates", fields=_rates(), allow_null=True
+            ),
+            source=_source(),
+        ),
+        allow_null=True,
+        help_text='"speed": "fast" requests.',
+    )
+    web_search = inline_serializer(
+        "WebSearchPrice",
+        fields={"usd_per_1000": S.FloatField(), "source": _source()},
+        allow_null=True,
+    )
+
+
+class PriceDataSerializer(_Base):
+    genai_prices = S.CharField(help_text="The genai-prices version.")
+    overlays = S.ListField(child=S.CharField(), help_text="Our overlay, an operator's: versions.")
+    fingerprint = S.CharField(help_text="Changes with any price data; projections carry it.")
+
+
+class PriceListSerializer(_Base):
+    date = S.DateField()
+    units = S.CharField()
+    price_data = PriceDataSerializer()
+    models = ModelPricesSerializer(many=True)
+    count = S.IntegerField()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from datetime import date as Day
 from typing import Any
 
 from django.conf import settings
@@ -79,6 +80,27 @@ class TimeseriesParams(serializers.Serializer):  # type: ignore[type-arg]
                 f" points; at most {MAX_INTERVALS}: ask for a longer interval or fewer hours."
             )
         return attrs
+
+
+class PricingParams(serializers.Serializer):  # type: ignore[type-arg]
+    date = serializers.DateField(
+        required=False,
+        input_formats=["iso-8601"],
+        help_text="The day (UTC, YYYY-MM-DD) whose rates to list; today by default.",
+    )
+
+    def validate_date(self, value: Day) -> Day:
+        if not EARLIEST_PRICE_DAY <= value <= LATEST_PRICE_DAY:
+            raise serializers.ValidationError(
+                f"A day from {EARLIEST_PRICE_DAY} to {LATEST_PRICE_DAY}."
+            )
+        return value
+
+
+# No Claude Code record is older (usage.events.EARLIEST_TIMESTAMP); the far end keeps the
+# day arithmetic of the price data well inside datetime's range.
+EARLIEST_PRICE_DAY = Day(2000, 1, 1)
+LATEST_PRICE_DAY = Day(9000, 12, 31)
 
 
 class IngestResultSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -50,6 +50,7 @@ urlpatterns = [
     path("dashboard/", views.DashboardView.as_view(), name="dashboard"),
     path("timeseries/", views.TimeseriesView.as_view(), name="timeseries"),
     path("stats/", views.StatsView.as_view(), name="stats"),
+    path("pricing/", views.PricingView.as_view(), name="pricing"),
     path("projects/", views.ProjectListView.as_view(), name="projects"),
     path("projects/<str:project_name>/", views.ProjectDetailView.as_view(), name="project"),
     path(

@@ -18,6 +18,7 @@ from usage.api.serializers import (
     DashboardParams,
     LimitParams,
     OfficialLimitsParams,
+    PricingParams,
     TimeseriesParams,
 )
 
@@ -146,3 +147,21 @@ class ProjectSessionsView(APIView):
     @extend_schema(parameters=[PROJECT_NAME], responses={200: docs.ProjectSessionsSerializer})
     def get(self, request: Request, project_name: str) -> Response:
         return Response(selectors.project_sessions(user_id=_user_id(request), name=project_name))
+
+
+class PricingView(APIView):
+    """The rates in force for each model in the user's data, each with its source."""
+
+    @extend_schema(
+        parameters=[PricingParams],
+        responses={200: docs.PriceListSerializer},
+        summary="Rates in force per model, with their sources",
+    )
+    def get(self, request: Request) -> Response:
+        params = PricingParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(
+            selectors.price_list(
+                user_id=_user_id(request), now=_now(), day=params.validated_data.get("date")
+            )
+        )

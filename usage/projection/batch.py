@@ -14,7 +14,7 @@ from operator import add, sub
 from typing import NamedTuple
 
 from usage.events import UsageEvent
-from usage.measures import values_of
+from usage.measures import repriced, values_of
 
 MINUTE = "minute"
 HOUR = "hour"
@@ -72,6 +72,9 @@ def epoch_ms(moment: datetime) -> int:
 
 
 def contribution(event: UsageEvent, *, sign: int) -> Contribution:
+    """What ``event`` adds or takes back, priced with the price data in force (a copy that
+    is taken back is priced as it was when added: with the projection's price data)."""
+    event = repriced(event)
     record = event.record
     return Contribution(
         sign,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from usage import notify, store
+from usage import notify, pricing, store
 from usage.events import EventKind, UsageEvent, fingerprint
 from usage.projection import redis_store
 from usage.projection.batch import Contribution, Owner, contribution
@@ -75,12 +75,22 @@ def catch_up(user_id: int) -> int:
         current = applied if applied is not None else trusted(user_id)
 
 
+def binding() -> str:
+    """What a projection is of, as its checkpoint names it: this log (``log_identity``),
+    priced with this price data (its fingerprint). A projection of another log, or built
+    with other price data (before a genai-prices upgrade or an overlay edit), is rebuilt."""
+    return f"{store.log_identity()}{PRICES}{pricing.price_data().fingerprint}"
+
+
+PRICES = "@"  # between the log identity and the price data's fingerprint in a binding
+
+
 def trusted(user_id: int) -> Checkpoint | None:
-    """The user's checkpoint, if it is one of this log: this log's identity, and a
+    """The user's checkpoint, if it is one of this log and price data (``binding``), and a
     position that holds, in this log, the event it names (a projection ahead of the log,
     or of a log whose positions now hold other events, is not). None: rebuild."""
     stored = redis_store.checkpoint(user_id)
-    if stored is None or stored.log != store.log_identity():
+    if stored is None or stored.log != binding():
         return None
     if stored.position and store.fingerprint_at(user_id, stored.position) != stored.event:
         return None
@@ -97,15 +107,13 @@ def _restart(user_id: int) -> Checkpoint | None:
             # A partial or foreign projection would be added to. Dropping also removes
             # what earlier layout versions left: a new layout finds every user this way.
             redis_store.drop_user(user_id, earlier_layouts=True)
-            redis_store.reset_checkpoint(user_id, store.log_identity())
+            redis_store.reset_checkpoint(user_id, binding())
     return trusted(user_id)
 
 
 def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: Head) -> Checkpoint | None:
     # The Lua script itself refuses a checkpoint other than ``after`` (None: catch up).
-    return _apply(
-        user_id, events, after=Checkpoint(store.log_identity(), after.position, after.event)
-    )
+    return _apply(user_id, events, after=Checkpoint(binding(), after.position, after.event))
 
 
 def _apply(user_id: int, events: Sequence[UsageEvent], *, after: Checkpoint) -> Checkpoint | None:
@@ -155,7 +163,7 @@ def ensure_current(user_id: int) -> None:
 def rebuild_user(user_id: int, *, earlier_layouts: bool = False) -> int:
     with redis_store.rebuild_lock(user_id):  # not while another rebuild is dropping keys
         redis_store.drop_user(user_id, earlier_layouts=earlier_layouts)
-        redis_store.reset_checkpoint(user_id, store.log_identity())
+        redis_store.reset_checkpoint(user_id, binding())
     return catch_up(user_id)
 
 
@@ -174,6 +182,42 @@ def rebuild_all() -> dict[int, int]:
             rebuilt[user_id] = rebuild_user(user_id, earlier_layouts=True)
         except Exception:
             log.exception("rebuilding the projection of user %s failed", user_id)
+    return rebuilt
+
+
+def built_with_other_prices() -> list[int]:
+    """Users whose projection is of this log but was built with other price data."""
+    log_id, current = store.log_identity(), binding()
+    stored = redis_store.checkpoints(redis_store.projected_user_ids())
+    return sorted(
+        user_id
+        for user_id, checkpoint in stored.items()
+        if checkpoint.log.partition(PRICES)[0] == log_id and checkpoint.log != current
+    )
+
+
+def reprice_at_start() -> list[int]:
+    """Say which price data this process runs with; rebuild (re-price) the projections
+    built with other price data. The worker runs it as it starts; a read or an ingest
+    rebuilds any it has not reached yet (``trusted``). Returns the users rebuilt."""
+    log.info("price data: %s", pricing.price_data().describe())
+    stale = built_with_other_prices()
+    if not stale:
+        return []
+    log.warning(
+        "the projections of %s user(s) were built with other price data: re-pricing them",
+        len(stale),
+    )
+    rebuilt = []
+    for user_id in stale:
+        try:
+            position = rebuild_user(user_id)
+        except Exception:
+            log.exception("re-pricing the projection of user %s failed", user_id)
+            continue
+        rebuilt.append(user_id)
+        # Same position, other costs: open dashboards are asked for a new snapshot.
+        notify.changed(user_id, position, refresh=True)
     return rebuilt
 
 

@@ -3,21 +3,21 @@
 Layout, per user (the ``{u:ID}`` hash tag keeps a user's keys in one Redis Cluster slot,
 which the Lua scripts need):
 
-    PREFIX:v3:{u:ID}:cp              the checkpoint, LOG:POSITION:EVENT (``Checkpoint``)
-    PREFIX:v3:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
-    PREFIX:v3:{u:ID}:h:HOUR          per-hour rollup of the same
-    PREFIX:v3:{u:ID}:tot             totals over all retained events
-    PREFIX:v3:{u:ID}:ts              sorted set: counted message -> timestamp (ms), for
+    PREFIX:v4:{u:ID}:cp              the checkpoint, LOG:POSITION:EVENT (``Checkpoint``)
+    PREFIX:v4:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
+    PREFIX:v4:{u:ID}:h:HOUR          per-hour rollup of the same
+    PREFIX:v4:{u:ID}:tot             totals over all retained events
+    PREFIX:v4:{u:ID}:ts              sorted set: counted message -> timestamp (ms), for
                                      windows (member: ``index_member``)
-    PREFIX:v3:{u:ID}:pts:PID, sts:SID, hts:HOSTID
+    PREFIX:v4:{u:ID}:pts:PID, sts:SID, hts:HOSTID
                                      the same per project, session and host: their first
                                      and last messages are the ends, one lookup each
-    PREFIX:v3:{u:ID}:win:ALIGN       the latest window found (start, first message): where
+    PREFIX:v4:{u:ID}:win:ALIGN       the latest window found (start, first message): where
                                      the next window walk starts
-    PREFIX:v3:{u:ID}:projects        set of project ids;   ...:p:ID  project hash
-    PREFIX:v3:{u:ID}:p:ID:sessions   set of session ids;   ...:s:ID  session hash
-    PREFIX:v3:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
-    PREFIX:v3:{u:ID}:unpriced        model -> events that had no price
+    PREFIX:v4:{u:ID}:projects        set of project ids;   ...:p:ID  project hash
+    PREFIX:v4:{u:ID}:p:ID:sessions   set of session ids;   ...:s:ID  session hash
+    PREFIX:v4:{u:ID}:hosts           set of host names;    ...:host:NAME  host hash
+    PREFIX:v4:{u:ID}:unpriced        model -> events that had no price
 
 Bucket fields: one per measure (``usage.measures.FIELDS``), and the same per model as
 ``FIELD|MODEL``. Project, session and host hashes hold the measures too, and ``first`` and
@@ -58,9 +58,9 @@ from usage.projection.batch import (
     aggregate,
 )
 
-LAYOUT_VERSION = "v3"
+LAYOUT_VERSION = "v4"  # v4: web search measures, checkpoints bound to the price data too
 # Earlier layouts: their keys are deleted when a user's projection is built afresh.
-OLD_LAYOUT_VERSIONS = ("v1", "v2")
+OLD_LAYOUT_VERSIONS = ("v1", "v2", "v3")
 # Lua's unpack() puts every item on the C stack (8,000 slots at most): ZADD's and ZREM's
 # arguments go in chunks of this many (and the script's own unpacks are chunked too).
 UNPACK_LIMIT = 1000
@@ -132,8 +132,9 @@ def user_prefix(user_id: int, layout: str = LAYOUT_VERSION) -> str:
 
 
 class Checkpoint(NamedTuple):
-    """Where a projection stands: which log it projects (``store.log_identity``), the last
-    position it applied, and that event's fingerprint (``events.fingerprint``; "" at 0).
+    """Where a projection stands: which log it projects and with which price data
+    (``projector.binding``: ``LOG@PRICES``), the last position it applied, and that event's
+    fingerprint (``events.fingerprint``; "" at 0).
     Stored as ``LOG:POSITION:EVENT``; while a batch is being written it is ``LOG:writing``,
     which reads as no checkpoint at all (a script that fails half-way leaves it so)."""
 

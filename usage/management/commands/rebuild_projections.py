@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from usage import pricing
 from usage.projection import projector
 
 
@@ -12,4 +13,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         checkpoints = projector.rebuild_all()
-        self.stdout.write(f"rebuilt projections of {len(checkpoints)} users")
+        self.stdout.write(
+            f"rebuilt projections of {len(checkpoints)} users, priced with "
+            f"{pricing.price_data().describe()}"
+        )

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand
 
 from usage import services
 from usage.completed_windows import Progress
+from usage.projection import projector
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ class Command(BaseCommand):
     progress = Progress()  # what the completed-window bookkeeping has seen
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Which price data this process prices with, and the projections it re-prices.
+        try:
+            projector.reprice_at_start()
+        except Exception:  # Redis or the database down: the ticks (and reads) catch up later
+            log.exception("could not compare the projections' price data with this one's")
         if options["once"]:
             self.tick()
             return
