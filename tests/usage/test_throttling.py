@@ -264,14 +264,43 @@ def test_a_read_that_waited_its_time_is_answered_429_with_retry_after(
     assert caches["default"].get(key) == 1  # the refused read holds no slot
 
 
-def test_as_many_requests_as_the_bound_wait_and_one_more_is_refused_at_once(
+def test_eight_requests_of_a_token_wait_and_one_more_is_refused_at_once(
     api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
 ) -> None:
     settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 2
-    running(user, "read", 4)  # two running, two waiting
+    key = running(user, "read", 2 + 8)  # two running, eight waiting
 
     assert_rate_limited(read(api), retry_after=1)
     assert waiting_clock.pauses == []
+
+    counter: Any = caches["default"]
+    counter.uncount(key)  # seven wait: this one may wait too
+    waiting_clock.meanwhile = [lambda: [counter.uncount(key) for _ in range(8)]]
+    assert read(api).status_code == 200
+    assert waiting_clock.pauses == [0.01]
+
+
+@pytest.mark.django_db(transaction=True)  # a request outside a test's transaction, as served
+def test_a_waiting_request_gives_its_database_connection_back(
+    api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
+) -> None:
+    # Waiting users must not empty a process's pool of connections (PostgreSQL), which the
+    # other users' requests need.
+    from django.db import connection
+
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
+    key = running(user, "read", 1)
+    counter: Any = caches["default"]
+    connected_while_waiting = []
+
+    def meanwhile() -> None:
+        connected_while_waiting.append(connection.connection is not None)
+        counter.uncount(key)
+
+    waiting_clock.meanwhile = [meanwhile]
+
+    assert read(api).status_code == 200
+    assert connected_while_waiting == [False]
 
 
 def test_writes_and_reads_have_bounds_of_their_own(

@@ -25,6 +25,7 @@ from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connection
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from rest_framework.request import Request
@@ -81,8 +82,9 @@ class InFlightThrottle(BaseThrottle):
 
     A request over the bound waits for a slot, up to ``USAGE_IN_FLIGHT_WAIT_SECONDS``, so a
     dashboard that asks for five things at once gets them one after the other rather than
-    429s; as many as the bound may wait, and one more is refused at once (a waiting request
-    holds a thread and its database connection). A refusal carries ``Retry-After: 1``.
+    429s. At most ``MAX_WAITING`` of a token wait, and one more is refused at once: a waiting
+    request holds a thread (it gives its database connection back first, so waiting users
+    cannot empty a process's pool). A refusal carries ``Retry-After: 1``.
 
     The count is one Redis counter per user: one more while a request runs, one less when it
     ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did); a waiting
@@ -120,8 +122,10 @@ class InFlightThrottle(BaseThrottle):
             if running <= limit:
                 return True
             counter.uncount(key)  # a waiting request holds no slot
-            if running > 2 * limit or self.timer() + pause > deadline:
+            if running > limit + MAX_WAITING or self.timer() + pause > deadline:
                 return False
+            if not connection.in_atomic_block:
+                connection.close()  # back to the pool (PostgreSQL); the view opens it again
             self.sleep(pause)
             pause = min(2 * pause, LAST_PAUSE_SECONDS)
 
@@ -129,6 +133,8 @@ class InFlightThrottle(BaseThrottle):
         return 1.0 if self.refused else None
 
 
+# Requests of one token waiting for a slot at once (each holds a thread).
+MAX_WAITING = 8
 # A waiting request tries again after 10 ms, then 20, 40, 50, 50 ... ms.
 FIRST_PAUSE_SECONDS = 0.01
 LAST_PAUSE_SECONDS = 0.05
