@@ -125,8 +125,10 @@ def parse_record(raw: object, *, host: str, now: datetime) -> UsageRecord | None
         project_path=_text(raw.get("cwd"), "cwd"),
         is_sidechain=_flag(raw.get("isSidechain"), "isSidechain"),
         host=host,
-        speed=_tag(usage.get("speed"), "message.usage.speed"),
-        service_tier=_tag(usage.get("service_tier"), "message.usage.service_tier"),
+        speed=_text(usage.get("speed"), "message.usage.speed", longest=MAX_TAG_LENGTH),
+        service_tier=_text(
+            usage.get("service_tier"), "message.usage.service_tier", longest=MAX_TAG_LENGTH
+        ),
         web_search_requests=_web_searches(usage),
     )
     check_storable(record)
@@ -199,16 +201,6 @@ def _web_searches(usage: dict[str, object]) -> int:
     return _count(server_tools, "web_search_requests")
 
 
-def _tag(value: object, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidRecord(f"{name} must be a string")
-    if len(value) > MAX_TAG_LENGTH:
-        raise InvalidRecord(f"{name} is longer than {MAX_TAG_LENGTH} characters")
-    return value
-
-
 def _count(container: dict[str, object], key: str) -> int:
     value = container.get(key, 0)
     if type(value) is int and 0 <= value <= MAX_TOKENS_PER_FIELD:
@@ -239,13 +231,13 @@ def _identifier(value: object, name: str, *, required: bool) -> str:
     return value
 
 
-def _text(value: object, name: str) -> str:
+def _text(value: object, name: str, *, longest: int = MAX_TEXT_LENGTH) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
         raise InvalidRecord(f"{name} must be a string")
-    if len(value) > MAX_TEXT_LENGTH:
-        raise InvalidRecord(f"{name} is longer than {MAX_TEXT_LENGTH} characters")
+    if len(value) > longest:
+        raise InvalidRecord(f"{name} is longer than {longest} characters")
     return value
 
 
