@@ -121,14 +121,17 @@ def _restart(user_id: int) -> Checkpoint | None:
 
 def _apply_fresh(user_id: int, events: Sequence[UsageEvent], after: Head) -> Checkpoint | None:
     # The Lua script itself refuses a checkpoint other than ``after`` (None: catch up).
-    return _apply(user_id, events, after=Checkpoint(binding(), after.position, after.event))
+    checkpoint = Checkpoint(binding(), after.position, after.event)
+    return _apply(user_id, events, after=checkpoint, priced_now=True)
 
 
-def _apply(user_id: int, events: Sequence[UsageEvent], *, after: Checkpoint) -> Checkpoint | None:
+def _apply(
+    user_id: int, events: Sequence[UsageEvent], *, after: Checkpoint, priced_now: bool = False
+) -> Checkpoint | None:
     """Apply ``events`` (all of the user's after ``after``) in parts of ``APPLY_PART``, each
     one script with its checkpoint: the projection does not depend on where a batch is
     split. None when a part is refused (the caller re-reads the checkpoint)."""
-    contributions = _contributions(user_id, events)
+    contributions = _contributions(user_id, events, priced_now=priced_now)
     parts = _parts(contributions)
     current: Checkpoint | None = after
     for number, (start, end) in enumerate(parts):
@@ -245,11 +248,12 @@ def catch_up_all() -> dict[int, int]:
 
 
 def _contributions(
-    user_id: int, events: Sequence[UsageEvent]
+    user_id: int, events: Sequence[UsageEvent], *, priced_now: bool = False
 ) -> list[tuple[int, list[Contribution]]]:
     """Each event's effect: a revision or retraction first takes back the copy it replaces
     (looked up in the log; if retention pruned it, the rebuild that followed the prune
-    already removed it), then adds its own copy."""
+    already removed it), then adds its own copy. ``priced_now``: ``events`` are an ingest's
+    own, priced with the price data in force (a copy read from the log is priced again)."""
     previous = store.previous_revisions(user_id, events)
     in_batch = {(e.record.message_id, e.record.request_id, e.revision): e for e in events}
     out = []
@@ -257,11 +261,12 @@ def _contributions(
         changes = []
         if event.revision:
             key = (event.record.message_id, event.record.request_id, event.revision - 1)
-            replaced = in_batch.get(key) or previous.get(key)
+            ours = key in in_batch  # else from the log: priced again
+            replaced = in_batch[key] if ours else previous.get(key)
             if replaced is not None and replaced.counted:
-                changes.append(contribution(replaced, sign=-1))
+                changes.append(contribution(replaced, sign=-1, priced_now=priced_now and ours))
         if event.kind is not EventKind.RETRACTED:
-            changes.append(contribution(event, sign=1))
+            changes.append(contribution(event, sign=1, priced_now=priced_now))
         assert event.position is not None
         out.append((event.position, changes))
     return out
