@@ -205,14 +205,11 @@ class Arena:
         the answers' JSON (None for an answer that is not 200)."""
         answers = []
         for chunk in batched(records, MAX_RECORDS_PER_REQUEST):
-            answers.append(self._ingest_batch(ndjson_gzip(chunk)))
+            answers.append(self.ingest_body(ndjson_gzip(chunk)))
         return answers
 
     def ingest_body(self, body: bytes) -> Any:
-        """One gzip body built beforehand, as ``ingest`` sends it."""
-        return self._ingest_batch(body)
-
-    def _ingest_batch(self, body: bytes) -> Any:
+        """One gzip body, as the agent sends it, waiting out a 429; its answer's JSON."""
         headers = {
             "Content-Type": "application/x-ndjson",
             "Content-Encoding": "gzip",
