@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +29,14 @@ from realtime import consumers
 from realtime.hub import Compute, Hub, Snapshot, SnapshotKey
 from realtime.routing import build_websocket_application
 from tests.conftest import Clock, client_for
+from tests.realtime.communicators import (
+    TIMEOUT,
+    WS_PATH,
+    Application,
+    Frame,
+    dashboard,
+    next_frame,
+)
 from usage import selectors
 
 pytestmark = [
@@ -37,16 +44,11 @@ pytestmark = [
     pytest.mark.usefixtures("isolated_channel_layer"),
 ]
 
-WS_PATH = "/ws/claude-usage/"
 EVENTS = "/app/claude-usage/events/"
 DASHBOARD = "/app/claude-usage/dashboard/"
 SONNET = "claude-sonnet-4-20250514"
 OPUS = "claude-opus-4-1-20250805"
-TIMEOUT = 10.0  # generous: a bound on waiting, never an expectation of speed
 NOW = datetime(2025, 10, 5, 22, 0, tzinfo=UTC)
-
-Frame = dict[str, Any]
-Application = Any  # an ASGI application (channels has no type hints)
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -131,25 +133,6 @@ async def rest_dashboard(client: APIClient, query: str = "") -> dict[str, Any]:
 
 def without_envelope(frame: Frame) -> Frame:
     return {key: value for key, value in frame.items() if key not in ("type", "position")}
-
-
-@asynccontextmanager
-async def dashboard(
-    app: Application, path: str = WS_PATH, headers: Sequence[tuple[bytes, bytes]] = ()
-) -> AsyncIterator[Any]:
-    """A connected WebSocket client, always disconnected afterwards."""
-    communicator = WebsocketCommunicator(app, path, headers=list(headers))
-    try:
-        connected, _ = await communicator.connect(timeout=TIMEOUT)
-        assert connected
-        yield communicator
-    finally:
-        await communicator.disconnect(timeout=TIMEOUT)
-
-
-async def next_frame(communicator: Any) -> Frame:
-    frame: Frame = orjson.loads(await communicator.receive_from(timeout=TIMEOUT))
-    return frame
 
 
 async def frames_until(communicator: Any, done: Callable[[Frame], bool]) -> list[Frame]:

@@ -8,14 +8,12 @@ only the clocks are fake (the dashboard clock, and the monotonic one the bucket 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from pytest_django.fixtures import Settings
 from rest_framework.authtoken.models import Token
@@ -25,12 +23,10 @@ from realtime.hub import Credential, Hub, Snapshot
 from realtime.limits import ActionLimit, TokenBucket, Verdict, whole_minutes
 from realtime.routing import build_websocket_application
 from tests.conftest import Clock
+from tests.realtime.communicators import TIMEOUT, WS_PATH, Frame, next_frame
+from tests.realtime.communicators import dashboard as connected
 
 pytestmark = pytest.mark.usefixtures("isolated_channel_layer")
-
-WS_PATH = "/ws/claude-usage/"
-TIMEOUT = 10.0  # a bound on waiting, never an expectation of speed
-Frame = dict[str, Any]
 
 
 # --- the pure parts ------------------------------------------------------------------------
@@ -158,20 +154,8 @@ def token(api: APIClient, user: User) -> str:
     return str(Token.objects.get(user=user).key)
 
 
-@asynccontextmanager
-async def dashboard(app: Any, token: str) -> AsyncIterator[Any]:
-    communicator = WebsocketCommunicator(app, f"{WS_PATH}?token={token}")
-    try:
-        connected, _ = await communicator.connect(timeout=TIMEOUT)
-        assert connected
-        yield communicator
-    finally:
-        await communicator.disconnect(timeout=TIMEOUT)
-
-
-async def next_frame(communicator: Any) -> Frame:
-    frame: Frame = orjson.loads(await communicator.receive_from(timeout=TIMEOUT))
-    return frame
+def dashboard(app: Any, token: str) -> AbstractAsyncContextManager[Any]:
+    return connected(app, f"{WS_PATH}?token={token}")
 
 
 async def send(communicator: Any, message: object) -> None:
