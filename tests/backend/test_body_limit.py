@@ -36,20 +36,14 @@ TIMEOUT = 60.0  # a bound on waiting, never an expectation of speed
 MISSING = "/nowhere/at/all/"  # a path that does not exist: Django would answer 404
 
 
-@dataclass(frozen=True)
-class Live:
-    server: ServerProcess
-    env: dict[str, str]
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with own_server(
         tmp_path_factory.mktemp("body-limit"),  # a bare `daphne backend.asgi:...`
         "bodylimit",
         variables={"USAGE_RETENTION_HOURS": "0", "USAGE_MAX_BODY_BYTES": str(INGEST_LIMIT)},
     ) as server:
-        yield Live(server, server.env)
+        yield server
 
 
 # --- talking to the server ----------------------------------------------------------------
@@ -124,7 +118,7 @@ def assert_refused(answer: Answer, limit: int) -> None:
     assert str(limit) in answer.body["error"]["message"]
 
 
-def ingest_token(live: Live) -> str:
+def ingest_token(live: ServerProcess) -> str:
     return manage(live.env, "create_token", f"user{uuid.uuid4().hex[:12]}").strip()
 
 
@@ -178,9 +172,9 @@ def test_the_ingest_path_keeps_its_limit_under_a_root_path(settings: Any) -> Non
     ],
 )
 def test_a_declared_length_over_the_limit_is_answered_413_before_the_body_is_sent(
-    live: Live, path: str, declared: int, limit: int
+    live: ServerProcess, path: str, declared: int, limit: int
 ) -> None:
-    with connect(live.server) as connection:
+    with connect(live) as connection:
         connection.sendall(head(path, f"Content-Length: {declared}"))
 
         answer = read_answer(connection)  # not a byte of the body has gone out
@@ -189,8 +183,8 @@ def test_a_declared_length_over_the_limit_is_answered_413_before_the_body_is_sen
     assert answer.headers["Connection"] == "close"
 
 
-def test_a_client_that_asks_to_continue_gets_the_413_instead(live: Live) -> None:
-    with connect(live.server) as connection:
+def test_a_client_that_asks_to_continue_gets_the_413_instead(live: ServerProcess) -> None:
+    with connect(live) as connection:
         connection.sendall(head(MISSING, f"Content-Length: {DECLARED}", "Expect: 100-continue"))
 
         answer = read_answer(connection)
@@ -199,27 +193,27 @@ def test_a_client_that_asks_to_continue_gets_the_413_instead(live: Live) -> None
 
 
 def test_a_client_that_sends_400_mb_anyway_is_cut_off_and_the_worker_does_not_grow(
-    live: Live,
+    live: ServerProcess,
 ) -> None:
-    peak_before = peak_rss_kib(live.server.pid)
+    peak_before = peak_rss_kib(live.pid)
     block = b"x" * BLOCK
 
-    with connect(live.server) as connection:
+    with connect(live) as connection:
         connection.sendall(head(MISSING, f"Content-Length: {DECLARED}"))
         sent = send_until_refused(connection, (block for _ in range(DECLARED // BLOCK)))
 
-    growth_mib = (peak_rss_kib(live.server.pid) - peak_before) / 1024
+    growth_mib = (peak_rss_kib(live.pid) - peak_before) / 1024
     assert sent < DECLARED
     assert growth_mib < 32, f"the worker's peak memory grew by {growth_mib:.0f} MiB"
 
 
 def test_a_client_that_sends_its_whole_body_before_reading_still_reads_the_413(
-    live: Live,
+    live: ServerProcess,
 ) -> None:
     # http.client, urllib and the agent send the whole body before they read anything: the
     # server must keep reading (and dropping) a reasonable excess, or the client only sees
     # its connection reset.
-    answer = post(live.server, MISSING, b"x" * BLOCK, {"Content-Type": "application/json"})
+    answer = post(live, MISSING, b"x" * BLOCK, {"Content-Type": "application/json"})
 
     assert_refused(answer, OTHER_LIMIT)
 
@@ -231,9 +225,9 @@ def test_a_client_that_sends_its_whole_body_before_reading_still_reads_the_413(
     ("path", "limit"), [(MISSING, OTHER_LIMIT), (f"{API}events/", INGEST_LIMIT)]
 )
 def test_a_chunked_body_is_answered_413_as_soon_as_it_passes_the_limit(
-    live: Live, path: str, limit: int
+    live: ServerProcess, path: str, limit: int
 ) -> None:
-    with connect(live.server) as connection:
+    with connect(live) as connection:
         connection.sendall(head(path, "Transfer-Encoding: chunked"))
         connection.sendall(b"".join(chunk_frame(data) for data in chunks(limit + 1)))
 
@@ -242,21 +236,21 @@ def test_a_chunked_body_is_answered_413_as_soon_as_it_passes_the_limit(
     assert_refused(answer, limit)
 
 
-def test_a_chunked_body_sent_whole_before_reading_is_answered_413(live: Live) -> None:
-    answer = post(live.server, MISSING, chunks(BLOCK), {"Content-Type": "application/json"})
+def test_a_chunked_body_sent_whole_before_reading_is_answered_413(live: ServerProcess) -> None:
+    answer = post(live, MISSING, chunks(BLOCK), {"Content-Type": "application/json"})
 
     assert_refused(answer, OTHER_LIMIT)
 
 
-def test_a_chunked_body_that_never_ends_is_disconnected(live: Live) -> None:
-    peak_before = peak_rss_kib(live.server.pid)
+def test_a_chunked_body_that_never_ends_is_disconnected(live: ServerProcess) -> None:
+    peak_before = peak_rss_kib(live.pid)
     frame = chunk_frame(b"x" * BLOCK)
 
-    with connect(live.server) as connection:
+    with connect(live) as connection:
         connection.sendall(head(MISSING, "Transfer-Encoding: chunked"))
         sent = send_until_refused(connection, (frame for _ in range(DECLARED // BLOCK)))
 
-    growth_mib = (peak_rss_kib(live.server.pid) - peak_before) / 1024
+    growth_mib = (peak_rss_kib(live.pid) - peak_before) / 1024
     assert sent < DECLARED
     assert growth_mib < 32, f"the worker's peak memory grew by {growth_mib:.0f} MiB"
 
@@ -268,15 +262,15 @@ def test_a_chunked_body_that_never_ends_is_disconnected(live: Live) -> None:
     ("size", "status"), [(OTHER_LIMIT, 404), (OTHER_LIMIT + 1, 413)], ids=["at", "over"]
 )
 def test_a_missing_path_takes_a_body_up_to_the_other_limit(
-    live: Live, size: int, status: int
+    live: ServerProcess, size: int, status: int
 ) -> None:
-    answer = post(live.server, MISSING, b" " * size, {"Content-Type": "application/json"})
+    answer = post(live, MISSING, b" " * size, {"Content-Type": "application/json"})
 
     assert answer.status == status, answer
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_an_ingest_body_at_the_limit_is_ingested(live: Live, chunked: bool) -> None:
+def test_an_ingest_body_at_the_limit_is_ingested(live: ServerProcess, chunked: bool) -> None:
     line = orjson.dumps(
         {
             "type": "assistant",
@@ -295,13 +289,13 @@ def test_an_ingest_body_at_the_limit_is_ingested(live: Live, chunked: bool) -> N
     }
     pieces = (body[start : start + 8192] for start in range(0, len(body), 8192))
 
-    answer = post(live.server, f"{API}events/", pieces if chunked else body, headers)
+    answer = post(live, f"{API}events/", pieces if chunked else body, headers)
 
     assert (answer.status, answer.body.get("accepted")) == (200, 1), answer
 
 
-def test_two_requests_on_one_connection_are_both_served(live: Live) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", live.server.port, timeout=TIMEOUT)
+def test_two_requests_on_one_connection_are_both_served(live: ServerProcess) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=TIMEOUT)
     try:
         statuses = []
         for size in (OTHER_LIMIT, 10):
@@ -318,7 +312,9 @@ def test_two_requests_on_one_connection_are_both_served(live: Live) -> None:
 # --- the launcher's workers -----------------------------------------------------------------
 
 
-def test_the_workers_of_the_launcher_refuse_before_the_body_too(live: Live, tmp_path: Path) -> None:
+def test_the_workers_of_the_launcher_refuse_before_the_body_too(
+    live: ServerProcess, tmp_path: Path
+) -> None:
     server = ServerProcess(live.env, tmp_path / "serve.log", workers=1)
     server.start()
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,31 +32,25 @@ CHUNK = 8 * 1024
 TIMEOUT = 60.0  # a bound on waiting, never an expectation of speed
 
 
-@dataclass(frozen=True)
-class Live:
-    server: ServerProcess
-    env: dict[str, str]
-
-
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with own_server(
         tmp_path_factory.mktemp("ingest-body-live"),
         "ingestlive",
         variables={"USAGE_RETENTION_HOURS": "0", "USAGE_MAX_BODY_BYTES": str(LIMIT)},
     ) as server:
-        yield Live(server, server.env)
+        yield server
 
 
 @pytest.fixture
-def token(live: Live) -> str:
+def token(live: ServerProcess) -> str:
     return manage(live.env, "create_token", f"user{uuid.uuid4().hex[:12]}").strip()
 
 
 # --- requests ---------------------------------------------------------------------------
 
 
-def post_chunked(live: Live, token: str, body: bytes) -> tuple[int, dict[str, Any]]:
+def post_chunked(live: ServerProcess, token: str, body: bytes) -> tuple[int, dict[str, Any]]:
     """POST ``body`` in chunks of CHUNK bytes: no Content-Length, so no size is declared."""
     chunks = (body[start : start + CHUNK] for start in range(0, len(body), CHUNK))
     headers = {
@@ -65,7 +58,7 @@ def post_chunked(live: Live, token: str, body: bytes) -> tuple[int, dict[str, An
         "Content-Type": "application/x-ndjson",
         "Transfer-Encoding": "chunked",
     }
-    connection = http.client.HTTPConnection("127.0.0.1", live.server.port, timeout=TIMEOUT)
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=TIMEOUT)
     try:
         connection.request("POST", f"{API}events/", chunks, headers, encode_chunked=True)
         response = connection.getresponse()
@@ -74,8 +67,8 @@ def post_chunked(live: Live, token: str, body: bytes) -> tuple[int, dict[str, An
         connection.close()
 
 
-def stored_messages(live: Live, token: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", live.server.port, timeout=TIMEOUT)
+def stored_messages(live: ServerProcess, token: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=TIMEOUT)
     try:
         connection.request("GET", f"{API}stats/", headers={"Authorization": f"Token {token}"})
         response = connection.getresponse()
@@ -121,7 +114,7 @@ def body_of(size: int) -> tuple[bytes, int]:
 
 @pytest.mark.parametrize("size", [LIMIT + 1, 4 * LIMIT], ids=["one byte over", "four times"])
 def test_a_chunked_body_over_the_limit_is_refused_and_nothing_of_it_is_stored(
-    live: Live, token: str, size: int
+    live: ServerProcess, token: str, size: int
 ) -> None:
     body, records = body_of(size)
     assert records > 100
@@ -136,7 +129,7 @@ def test_a_chunked_body_over_the_limit_is_refused_and_nothing_of_it_is_stored(
 
 @pytest.mark.parametrize("size", [4 * 1024, LIMIT], ids=["small", "exactly the limit"])
 def test_a_chunked_body_within_the_limit_is_ingested_whole(
-    live: Live, token: str, size: int
+    live: ServerProcess, token: str, size: int
 ) -> None:
     body, records = body_of(size)
 
