@@ -178,8 +178,9 @@ def rates_for(model: str, at: datetime, *, context_tokens: int = 0) -> Rates | N
 
 def price(model: str, request: Tokens, at: datetime) -> Cost | None:
     """The request's cost, or None when it cannot be priced: no price known for ``model``,
-    or none for its speed or its web searches. Runs once per record at ingest and again at
-    each projection: the nanodollar table is cached per model and day number."""
+    or none for its speed or its web searches. Runs once per record at ingest, and again for
+    each event a rebuild or catch-up reads from the log: the nanodollar table is cached per
+    model and day number."""
     if model == SYNTHETIC_MODEL:
         return Cost(0, 0)  # Claude Code's own placeholder records: never billed
     table = _nanos_table(model, at.toordinal())
