@@ -268,16 +268,21 @@ def test_eight_requests_of_a_token_wait_and_one_more_is_refused_at_once(
     api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
 ) -> None:
     settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 2
-    key = running(user, "read", 2 + 8)  # two running, eight waiting
+    slots = running(user, "read", 2)
+    counter: Any = caches["default"]
+    waiting = f"{slots}:waiting"
+    for _ in range(8):  # eight requests of this token waiting, in other processes
+        counter.count(waiting, expires_in=60)
 
     assert_rate_limited(read(api), retry_after=1)
     assert waiting_clock.pauses == []
+    assert counter.get(waiting) == 8
 
-    counter: Any = caches["default"]
-    counter.uncount(key)  # seven wait: this one may wait too
-    waiting_clock.meanwhile = [lambda: [counter.uncount(key) for _ in range(8)]]
+    counter.uncount(waiting)  # seven wait: this one may wait too
+    waiting_clock.meanwhile = [lambda: counter.uncount(slots)]
     assert read(api).status_code == 200
     assert waiting_clock.pauses == [0.01]
+    assert counter.get(waiting) == 7  # it waited no longer
 
 
 @pytest.mark.django_db(transaction=True)  # a request outside a test's transaction, as served

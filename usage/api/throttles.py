@@ -86,11 +86,11 @@ class InFlightThrottle(BaseThrottle):
     request holds a thread (it gives its database connection back first, so waiting users
     cannot empty a process's pool). A refusal carries ``Retry-After: 1``.
 
-    The count is one Redis counter per user: one more while a request runs, one less when it
-    ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did); a waiting
-    request tries again after a pause, and does not hold a slot meanwhile. The counter
-    expires a minute after the last request began, so a process killed mid-request cannot
-    leave a user refused for longer."""
+    The count is one Redis counter per user and kind: one more while a request runs, one less
+    when it ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did). A
+    waiting request holds no slot; it tries again after a pause, and is counted in a second
+    counter while it waits. Both expire a minute after they were last counted, so a process
+    killed mid-request cannot leave a user refused for longer."""
 
     # The clock and the pause between tries, replaceable in tests.
     timer: Callable[[], float] = time.monotonic
@@ -115,19 +115,25 @@ class InFlightThrottle(BaseThrottle):
 
     def _take_a_slot(self, key: str, limit: int) -> bool:
         counter = cast(InFlightCounter, caches["default"])
-        deadline = self.timer() + settings.USAGE_IN_FLIGHT_WAIT_SECONDS
-        pause = FIRST_PAUSE_SECONDS
-        while True:
-            running = counter.count(key, expires_in=WINDOW_SECONDS)
-            if running <= limit:
-                return True
-            counter.uncount(key)  # a waiting request holds no slot
-            if running > limit + MAX_WAITING or self.timer() + pause > deadline:
+        if _took_a_slot(counter, key, limit):
+            return True
+        # Waiting requests hold no slot, so they are counted apart, while they wait.
+        waiting = f"{key}:waiting"
+        try:
+            if counter.count(waiting, expires_in=WINDOW_SECONDS) > MAX_WAITING:
                 return False
-            if not connection.in_atomic_block:
-                connection.close()  # back to the pool (PostgreSQL); the view opens it again
-            self.sleep(pause)
-            pause = min(2 * pause, LAST_PAUSE_SECONDS)
+            deadline = self.timer() + settings.USAGE_IN_FLIGHT_WAIT_SECONDS
+            pause = FIRST_PAUSE_SECONDS
+            while self.timer() + pause <= deadline:
+                if not connection.in_atomic_block:
+                    connection.close()  # back to the pool (PostgreSQL); the view reopens it
+                self.sleep(pause)
+                if _took_a_slot(counter, key, limit):
+                    return True
+                pause = min(2 * pause, LAST_PAUSE_SECONDS)
+            return False
+        finally:
+            counter.uncount(waiting)
 
     def wait(self) -> float | None:
         return 1.0 if self.refused else None
@@ -142,6 +148,14 @@ LAST_PAUSE_SECONDS = 0.05
 
 class InFlightCounter(WindowCounter, Protocol):
     def uncount(self, key: str) -> None: ...
+
+
+def _took_a_slot(counter: InFlightCounter, key: str, limit: int) -> bool:
+    """One more of ``key`` running, if that stays within ``limit``."""
+    if counter.count(key, expires_in=WINDOW_SECONDS) <= limit:
+        return True
+    counter.uncount(key)  # not taken: a request over the bound holds no slot
+    return False
 
 
 class ReleaseInFlight:
