@@ -10,12 +10,14 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.core.checks import Error
+from django.http import HttpRequest, HttpResponse
 from django.test import override_settings
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from backend.checks import check_settings
 from tests.conftest import client_for
+from tests.support import free_port
 from usage.api import throttles
 from usage.projection import redis_store
 
@@ -354,3 +356,15 @@ def test_a_wait_outside_0_to_30_seconds_is_refused_at_start_up(value: object) ->
     assert [error.msg for error in errors if isinstance(error, Error)] == [
         f"USAGE_IN_FLIGHT_WAIT_SECONDS={value!r}: must be a number from 0 to 30"
     ]
+
+
+def test_a_request_whose_redis_went_away_keeps_its_answer_when_its_slot_is_not_released(
+    settings: Settings,
+) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # a refused connection, as after a crash
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": nobody}}
+    request = HttpRequest()
+    request.usage_in_flight = "in-flight:read:user1"  # type: ignore[attr-defined]
+    answer = HttpResponse(status=503)
+
+    assert throttles.ReleaseInFlight(lambda request: answer)(request) is answer

@@ -11,6 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from usage.projection.redis_store import UNAVAILABLE as PROJECTIONS_UNREACHABLE
 from usage.selectors import NotFound
 from usage.services import LogUnavailable
 
@@ -36,6 +37,16 @@ class Unavailable(exceptions.APIException):
     wait = 5  # seconds: DRF's handler sends it as Retry-After
 
 
+class ProjectionsUnavailable(exceptions.APIException):
+    """Redis is down or out of reach: nothing can be counted or read until it returns. What
+    an ingest had committed to the log by then stays, and the projections catch up from it."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "PROJECTIONS_UNAVAILABLE"
+    default_detail = "The projections' Redis is unavailable. Retry later."
+    wait = 5  # seconds: DRF's handler sends it as Retry-After
+
+
 # The envelope's code per exception (the status is the exception's own).
 _CODES: dict[type[Exception], str] = {
     exceptions.NotAuthenticated: "AUTHENTICATION_REQUIRED",
@@ -48,6 +59,7 @@ _CODES: dict[type[Exception], str] = {
     exceptions.Throttled: "RATE_LIMITED",
     PayloadTooLarge: "PAYLOAD_TOO_LARGE",
     Unavailable: "LOG_UNAVAILABLE",
+    ProjectionsUnavailable: "PROJECTIONS_UNAVAILABLE",
     exceptions.ValidationError: "VALIDATION_ERROR",
     exceptions.ParseError: "VALIDATION_ERROR",
 }
@@ -65,6 +77,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         # Any view's database down or locked (the token lookup too): a retry may succeed.
         log.warning("database unavailable: %s", exc)
         exc = Unavailable()
+    if isinstance(exc, PROJECTIONS_UNREACHABLE):
+        log.warning("redis unavailable: %s", exc)
+        exc = ProjectionsUnavailable()
     response = drf_exception_handler(exc, context)
     if response is None:
         log.exception("unhandled error", exc_info=exc)

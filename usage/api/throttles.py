@@ -19,6 +19,7 @@ anonymous clients can reach (the schema).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -30,6 +31,10 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+
+from usage.projection.redis_store import UNAVAILABLE as PROJECTIONS_UNREACHABLE
+
+log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -170,4 +175,13 @@ class ReleaseInFlight:
         finally:
             key = getattr(request, "usage_in_flight", None)
             if key is not None:
-                cast(InFlightCounter, caches["default"]).uncount(key)
+                _release(key)
+
+
+def _release(key: str) -> None:
+    """One less of ``key`` running. With Redis gone, the answer (a 503 by then) stands: the
+    counter expires a minute after it was last counted."""
+    try:
+        cast(InFlightCounter, caches["default"]).uncount(key)
+    except PROJECTIONS_UNREACHABLE as error:
+        log.warning("in-flight count not released, redis unavailable: %s", error)

@@ -76,6 +76,13 @@ REBUILD_LOCK_SECONDS = 60  # dropping and resetting takes milliseconds; this bou
 MINUTE_SECONDS = 60
 HOUR_SECONDS = 3600
 _LUA = Path(__file__).resolve().parent / "lua"
+# What a Redis that is down, restarting, loading or out of reach raises (the throttles' cache
+# raises the same): requests answer 503 with Retry-After (usage.api.errors), since every
+# write and read needs the projections, and a retry after Redis returns succeeds.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # refused, reset, closed; BusyLoadingError too
+    redis.exceptions.TimeoutError,
+)
 
 
 class ProjectRow(NamedTuple):
