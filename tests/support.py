@@ -89,6 +89,32 @@ def own_server(
         drop_keys(prefix)
 
 
+@contextlib.contextmanager
+def own_database(workdir: Path) -> Iterator[str]:
+    """A ``DATABASE_URL`` of a server's own on the suite's engine: a SQLite file in
+    ``workdir``, or, when the suite runs on PostgreSQL, a new database on that server,
+    dropped at the end (with whatever connections a killed server left behind)."""
+    from django.conf import settings
+
+    suite = settings.DATABASES["default"]
+    if suite["ENGINE"] != "django.db.backends.postgresql":
+        yield f"sqlite:///{workdir / 'db.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"live_{uuid.uuid4().hex[:12]}"
+    login = ":".join(filter(None, [str(suite["USER"] or "postgres"), str(suite["PASSWORD"] or "")]))
+    address = f"{login}@{suite['HOST'] or '127.0.0.1'}:{suite['PORT'] or 5432}"
+    admin = f"postgresql://{address}/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://{address}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def drop_keys(prefix: str) -> None:
     """Every key under ``prefix`` in the suite's Redis."""
     import redis
