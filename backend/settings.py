@@ -179,8 +179,13 @@ def _database(url: str) -> dict[str, object]:
     if config["ENGINE"] == "django.db.backends.postgresql":
         # Persistent connections (CONN_MAX_AGE) leak under daphne, whose requests run on
         # many threads; Django's psycopg pool hands connections back at request end.
-        options.setdefault("pool", {"min_size": 1, "max_size": DB_POOL_SIZE})
+        # A request waits at most 10 s for a connection (psycopg's default is 30 s): with
+        # the database down, the first request to find out waits that long (usage.outage).
+        options.setdefault("pool", {"min_size": 1, "max_size": DB_POOL_SIZE, "timeout": 10})
         config["CONN_MAX_AGE"] = 0
+        # The pool tries a connection (one round trip) before a request gets it, so that
+        # after the database comes back no request is handed one that broke meanwhile.
+        config["CONN_HEALTH_CHECKS"] = True
     else:
         # A deferred transaction that reads and then writes fails with "database is locked"
         # when another writer got in between; IMMEDIATE takes the write lock up front.
@@ -220,7 +225,7 @@ CHANNEL_LAYERS = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "usage.api.authentication.RememberingTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

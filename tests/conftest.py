@@ -102,3 +102,13 @@ def sample_lines() -> list[bytes]:
     for path in sorted(samples("claude-config", "projects").rglob("*.jsonl")):
         lines.extend(line for line in path.read_bytes().splitlines() if line.strip())
     return lines
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.postgres_only``: skipped where the suite's database is SQLite."""
+    if item.get_closest_marker("postgres_only") is None:
+        return
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL=postgres://...)")

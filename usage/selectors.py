@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from usage import pricing, shapes, side_tables, store
+from usage import outage, pricing, shapes, side_tables, store
 from usage.limits import LimitReport, apply_official
 from usage.measures import Totals, sum_totals
 from usage.pricing import NANOS_PER_USD
@@ -31,6 +31,12 @@ INTERVALS = {"1min": 60, "5min": 300, "15min": 900, "1hour": 3600}
 COMPLETED_WINDOW_HISTORY = timedelta(days=30)
 
 
+def _ensure_current(user_id: int) -> None:
+    """Rebuild first if Redis holds no projection of this log, unless the log's database is
+    down: then the read answers from what Redis holds (``usage.outage``)."""
+    outage.optional(lambda: projector.ensure_current(user_id), None)
+
+
 class NotFound(LookupError):
     """The named thing does not exist for this user."""
 
@@ -45,7 +51,7 @@ class LimitSettings:
 def dashboard(
     *, user_id: int, now: datetime, hours: float, limits: LimitSettings
 ) -> dict[str, object]:
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     start = now - timedelta(hours=hours)
     (summary, models), (last_hour, _) = redis_store.sum_ranges(
         user_id, [_minutes(start, now), _last_hour(now)], with_models=True
@@ -64,7 +70,7 @@ def dashboard(
 def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> dict[str, object]:
     """Every interval bucket from the one holding ``now - hours`` to the one holding ``now``,
     aligned to UTC interval boundaries, oldest first, empty ones included."""
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     step = INTERVALS[interval]
     first = _floor(_epoch(now - timedelta(hours=hours)), step)
     last = _floor(_epoch(now), step)
@@ -82,7 +88,7 @@ def timeseries(*, user_id: int, now: datetime, hours: float, interval: str) -> d
 
 
 def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, object]:
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     totals, _ = redis_store.totals(user_id)
     [(last_hour, _)] = redis_store.sum_ranges(user_id, [_last_hour(now)])
     return shapes.stats(
@@ -96,7 +102,7 @@ def stats(*, user_id: int, now: datetime, limits: LimitSettings) -> dict[str, ob
 
 
 def project_list(*, user_id: int) -> dict[str, object]:
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     listed = _named_projects(user_id)
     return {"projects": listed, "count": len(listed)}
 
@@ -116,7 +122,7 @@ def project_sessions(*, user_id: int, name: str) -> dict[str, object]:
 def price_list(*, user_id: int, now: datetime, day: date | None = None) -> dict[str, object]:
     """The rates in force on ``day`` (today, UTC, by default) for each model in the user's
     retained data, the unpriced ones included, each rate with its source."""
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     _, models = redis_store.totals(user_id)
     names = {name for name, totals in models.items() if totals.messages}
     names |= set(redis_store.unpriced_models(user_id))
@@ -134,7 +140,7 @@ def _rate_limit(
 ) -> LimitReport:
     """Our estimate, replaced by Claude's own figures when the statusline sent fresh ones."""
     estimate = _estimated_rate_limit(user_id, now, limits, tokens_per_minute)
-    official = side_tables.official_limits(user_id)
+    official = outage.optional(lambda: side_tables.official_limits(user_id), None)
     return apply_official(estimate, official, tokens_per_minute=tokens_per_minute, now=now)
 
 
@@ -149,8 +155,11 @@ def _estimated_rate_limit(
         window_totals = _without_earlier_windows(user_id, active, window_totals)
     history = []
     if limits.plan == CUSTOM_PLAN and limits.token_limit is None:
-        history = side_tables.completed_window_totals(
-            user_id, limits.window_align.value, now - COMPLETED_WINDOW_HISTORY
+        since = now - COMPLETED_WINDOW_HISTORY
+        align = limits.window_align.value
+        nothing: list[int] = []
+        history = outage.optional(
+            lambda: side_tables.completed_window_totals(user_id, align, since), nothing
         )
     return rate_limit_state(
         window=active,
@@ -176,6 +185,10 @@ def _without_earlier_windows(user_id: int, window: Window, totals: Totals) -> To
     cut = min(window.first_message_at, minute_start + timedelta(minutes=1))
     if not redis_store.messages_between(user_id, epoch_ms(minute_start), epoch_ms(cut)):
         return totals
+    return outage.optional(lambda: _less_earlier(user_id, minute_start, cut, totals), totals)
+
+
+def _less_earlier(user_id: int, minute_start: datetime, cut: datetime, totals: Totals) -> Totals:
     logged = store.events_between(user_id, minute_start, cut - timedelta(microseconds=1))
     earlier = [  # the copy of each message that the projection counts, if it lies there
         event
@@ -241,7 +254,7 @@ def project_names(paths: Sequence[str]) -> list[str]:
 
 
 def _find_project(user_id: int, name: str) -> dict[str, object]:
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     for project in _named_projects(user_id):
         if project["name"] == name or str(project["id"]) == name:
             return project
@@ -342,7 +355,7 @@ def dashboard_with_position(
 ) -> tuple[int, dict[str, object]]:
     """The dashboard and the log position it includes at least (read before the data, so
     every event up to it is in the answer)."""
-    projector.ensure_current(user_id)
+    _ensure_current(user_id)
     stored = redis_store.checkpoint(user_id)
     position = stored.position if stored is not None else 0
     return position, dashboard(user_id=user_id, now=now, hours=hours, limits=limits)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import DataError, OperationalError, transaction
 
-from usage import completed_windows, side_tables, store, wire
+from usage import completed_windows, outage, side_tables, store, wire
 from usage.completed_windows import Progress
 from usage.dedupe import Decision, Outcome, decide
 from usage.events import MAX_WINDOW_SKEW, EventKind, InvalidRecord, UsageEvent, UsageRecord
@@ -103,6 +103,8 @@ def ingest_records(
     batch.first_copies = store.prepare(
         _first_copy(user_id, record, now) for record in batch.records
     )
+    if outage.skip():  # down, and another request is finding out whether it is back
+        raise LogUnavailable("the database is down")
     try:
         with store.appending():
             after = store.head(user_id)
@@ -118,7 +120,12 @@ def ingest_records(
             transaction.on_commit(lambda: projector.after_commit(user_id, events, after=after))
     except OperationalError as error:
         log.warning("the event log is unavailable: %s", error)
+        outage.failed(error)
         raise LogUnavailable(str(error)) from error
+    except BaseException:
+        outage.released()
+        raise
+    outage.succeeded()
     pending, positions = appended.pending, appended.positions
     return IngestResult(
         accepted=len(batch.records) - appended.outcome.duplicates,

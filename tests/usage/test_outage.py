@@ -1,0 +1,90 @@
+"""usage.outage: once PostgreSQL failed, one request at a time finds out whether it is back,
+at most every PROBE_SECONDS; the others skip the database. SQLite never goes down this way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import OperationalError, connection
+
+from usage import outage
+
+ON_POSTGRES = connection.vendor == "postgresql"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    fake = Clock()
+    original = outage._state.clock
+    outage._state.clock = fake
+    yield fake
+    outage._state.clock = original
+    outage.succeeded()
+
+
+DOWN = OperationalError("connection refused")
+
+
+@pytest.mark.postgres_only
+def test_after_a_failure_the_database_is_skipped_until_the_next_probe(clock: Clock) -> None:
+    assert not outage.skip()
+    outage.failed(DOWN)
+
+    assert outage.skip()
+    clock.now += outage.PROBE_SECONDS - 0.01
+    assert outage.skip()
+    clock.now += 0.01
+    assert not outage.skip()  # this request tries it
+    assert outage.skip()  # and meanwhile nobody else
+
+
+@pytest.mark.postgres_only
+def test_a_probe_that_failed_waits_again_and_one_that_succeeded_ends_the_outage(
+    clock: Clock,
+) -> None:
+    outage.failed(DOWN)
+    clock.now += outage.PROBE_SECONDS
+    assert not outage.skip()
+    outage.failed(DOWN)
+    assert outage.skip()
+
+    clock.now += outage.PROBE_SECONDS
+    assert not outage.skip()
+    outage.succeeded()
+    assert not outage.skip()
+    assert not outage.skip()
+
+
+@pytest.mark.postgres_only
+def test_a_probe_that_ended_otherwise_lets_the_next_request_try(clock: Clock) -> None:
+    outage.failed(DOWN)
+    clock.now += outage.PROBE_SECONDS
+    assert not outage.skip()
+    outage.released()
+    assert not outage.skip()
+
+
+@pytest.mark.postgres_only
+def test_an_optional_step_answers_otherwise_while_the_database_is_down(clock: Clock) -> None:
+    def step() -> str:
+        raise OperationalError("connection refused")
+
+    assert outage.optional(step, "from redis") == "from redis"
+    assert outage.optional(lambda: "from the database", "from redis") == "from redis"
+    clock.now += outage.PROBE_SECONDS
+    assert outage.optional(lambda: "from the database", "from redis") == "from the database"
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the SQLite rule")
+def test_an_error_of_sqlite_fails_its_own_request_only(clock: Clock) -> None:
+    outage.failed(OperationalError("database is locked"))
+    assert not outage.skip()

@@ -1,0 +1,93 @@
+"""The event log's database down: writes refused at once, reads answered from Redis.
+
+Every read answers from the projections in Redis; the database only refines the answer:
+checking that the projection is of this log (``projector.ensure_current``), Claude's
+official limit readings, the history of completed windows, and the token's owner. While the
+database is down those steps are skipped (the token answered from what this process last
+verified, ``usage.api.authentication``) and the read answers from what Redis holds: the log
+cannot change while nobody can write to it. A write is refused ``503 LOG_UNAVAILABLE`` at
+once: nothing is stored, and the agent sends it again.
+
+Once the database failed, this process takes it to be down until a use of it succeeds, and
+only one request at a time tries it, at most every ``PROBE_SECONDS``: the others do not wait
+for the connection pool's timeout (30 s) each. Only PostgreSQL goes down this way: an error
+of SQLite (a lock held past its timeout) fails its own request and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import OperationalError, connection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PROBE_SECONDS = 5.0
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down = False
+        self.probing = False  # a request is trying the database
+        self.next_probe = 0.0  # monotonic: when the next request may try it
+        self.clock: Callable[[], float] = time.monotonic  # replaceable in tests
+
+
+_state = _State()
+
+
+def skip() -> bool:
+    """True: don't use the database now (it is down, and another request tries it, or tried
+    it less than PROBE_SECONDS ago). False: use it, then report ``succeeded``/``failed``,
+    or ``released`` when the request ended otherwise."""
+    with _state.lock:
+        if not _state.down:
+            return False
+        if _state.probing or _state.clock() < _state.next_probe:
+            return True
+        _state.probing = True
+        return False
+
+
+def succeeded() -> None:
+    with _state.lock:
+        if _state.down:
+            log.warning("the database is back")
+        _state.down = _state.probing = False
+
+
+def failed(error: Exception) -> None:
+    if connection.vendor != "postgresql":
+        return
+    with _state.lock:
+        if not _state.down:
+            log.warning("the database is unavailable; reads answer from Redis: %s", error)
+        _state.down, _state.probing = True, False
+        _state.next_probe = _state.clock() + PROBE_SECONDS
+
+
+def released() -> None:
+    with _state.lock:
+        _state.probing = False
+
+
+def optional(step: Callable[[], T], otherwise: T) -> T:
+    """``step()``, or ``otherwise`` while the database is down."""
+    if skip():
+        return otherwise
+    try:
+        result = step()
+    except OperationalError as error:
+        failed(error)
+        return otherwise
+    except BaseException:
+        released()
+        raise
+    succeeded()
+    return result
