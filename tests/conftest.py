@@ -104,6 +104,15 @@ def sample_lines() -> list[bytes]:
     return lines
 
 
+@pytest.fixture(autouse=True)
+def _database_taken_to_be_up() -> Iterator[None]:
+    """A test that found the database down (usage.outage) leaves it up for the next."""
+    yield
+    from usage import outage
+
+    outage.succeeded()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.postgres_only``: skipped where the suite's database is SQLite."""
     if item.get_closest_marker("postgres_only") is None:

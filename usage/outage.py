@@ -11,7 +11,7 @@ once: nothing is stored, and the agent sends it again.
 Once the database failed, this process takes it to be down until a use of it succeeds, and
 only one request at a time tries it, at most every ``PROBE_SECONDS``: the others do not wait
 for the connection pool's timeout (30 s) each. Only PostgreSQL goes down this way: an error
-of SQLite (a lock held past its timeout) fails its own request and nothing else.
+of SQLite, or one that PostgreSQL answered (a lock timeout), fails its own request only.
 """
 
 from __future__ import annotations
@@ -63,13 +63,23 @@ def succeeded() -> None:
 
 
 def failed(error: Exception) -> None:
-    if connection.vendor != "postgresql":
+    if not _connection_lost(error):
         return
     with _state.lock:
         if not _state.down:
             log.warning("the database is unavailable; reads answer from Redis: %s", error)
         _state.down, _state.probing = True, False
         _state.next_probe = _state.clock() + PROBE_SECONDS
+
+
+def _connection_lost(error: Exception) -> bool:
+    """PostgreSQL out of reach: no connection (no SQLSTATE: refused, reset, the pool's
+    timeout), a connection exception (class 08) or the server shutting down (57P0x). Not an
+    error the server answered with (a lock timeout, a deadlock): those are one request's."""
+    if connection.vendor != "postgresql":
+        return False
+    state = getattr(error.__cause__, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P0"))
 
 
 def released() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
+from psycopg.conninfo import make_conninfo
 
+from tests.support import free_port
 from usage import outage
 
 ON_POSTGRES = connection.vendor == "postgresql"
@@ -88,3 +91,44 @@ def test_an_optional_step_answers_otherwise_while_the_database_is_down(clock: Cl
 def test_an_error_of_sqlite_fails_its_own_request_only(clock: Clock) -> None:
     outage.failed(OperationalError("database is locked"))
     assert not outage.skip()
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_an_error_postgresql_answered_fails_its_own_request_only(clock: Clock) -> None:
+    """A lock timeout: the server is there, and answered."""
+    holder = psycopg.connect(_conninfo())
+    holder.execute("LOCK TABLE usage_event IN ACCESS EXCLUSIVE MODE")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '10ms'")
+            with pytest.raises(OperationalError) as raised:
+                cursor.execute("LOCK TABLE usage_event IN EXCLUSIVE MODE")
+    finally:
+        holder.rollback()
+        holder.close()
+    outage.failed(raised.value)
+    assert not outage.skip()
+
+
+@pytest.mark.postgres_only
+def test_a_connection_that_cannot_be_made_is_an_outage(clock: Clock) -> None:
+    try:
+        psycopg.connect(_conninfo(port=free_port()))
+    except psycopg.OperationalError as refused:
+        error = OperationalError(str(refused))
+        error.__cause__ = refused  # as Django wraps it
+    outage.failed(error)
+    assert outage.skip()
+
+
+def _conninfo(**overrides: object) -> str:
+    given = connection.settings_dict
+    settings = {
+        "host": given["HOST"] or "127.0.0.1",
+        "port": given["PORT"] or 5432,
+        "user": given["USER"],
+        "password": given["PASSWORD"] or None,
+        "dbname": given["NAME"],
+    }
+    return make_conninfo(**(settings | overrides))
