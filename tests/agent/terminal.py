@@ -68,7 +68,8 @@ class Terminal:
                 data = self.child.read_nonblocking(65536, 0.2)
             except pexpect.TIMEOUT:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"still running after {timeout:.0f} s:\n{self.text()}")
+                    message = f"still running after {timeout:.0f} s:\n{self.text()}"
+                    raise AssertionError(message) from None
                 continue
             except pexpect.EOF:
                 break

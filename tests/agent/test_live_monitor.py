@@ -164,7 +164,9 @@ def test_without_a_terminal_it_prints_a_summary_once(usage_server: UsageServer) 
 
     assert done.returncode == 0, done.stderr
     assert "Tokens:     1,234 (1.2k) in 1 messages" in done.stdout
-    assert "Cost:       $0." in done.stdout and "of $10.00" in done.stdout
+    assert "Cost:       $0." in done.stdout
+    assert "of $10.00" in done.stdout
     assert "Reset:      in 4h" in done.stdout
-    assert "Burn rate:" in done.stdout and "tokens/min" in done.stdout
+    assert "Burn rate:" in done.stdout
+    assert "tokens/min" in done.stdout
     assert "\x1b[" not in done.stdout  # plain text, no escape sequences
