@@ -154,7 +154,7 @@ def test_the_view_shows_every_component_of_the_dashboard() -> None:
     assert "44,000 / 88,000 (50.0%)" in text
     assert "source: estimate" in text
     assert "plan max5" in text
-    assert "10.9M tokens" in text
+    assert "window 10.9M tokens (all kinds)" in text
     assert "$12.35 / $20.00 (61.7%)" in text
     assert "639" in text
     assert "4h 06m 58s" in text

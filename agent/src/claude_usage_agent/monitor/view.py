@@ -127,7 +127,7 @@ def limit_row(rate_limit: Mapping[str, Any]) -> tuple[Text, Text]:
     window_total = fmt.short_count(fmt.number(rate_limit.get("current_window_tokens")))
     return (
         Text.assemble(("source: ", "dim"), (source, "bold" if source == "official" else "")),
-        Text(f"plan {rate_limit.get('plan')} · {window_total} tokens in the window (all kinds)"),
+        Text(f"plan {rate_limit.get('plan')} · window {window_total} tokens (all kinds)"),
     )
 
 
