@@ -9,6 +9,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
+pytest.importorskip("rich", reason="the [monitor] extra is not installed")
+
 from rich.console import Console
 from rich.progress_bar import ProgressBar
 from rich.text import Text
