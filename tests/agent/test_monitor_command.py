@@ -3,11 +3,15 @@ clear line (the link's tests are in test_monitor_link.py)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
 
-from .processes import agent_env
+from tests.support import free_port
+
+from .processes import agent_command, agent_env
+from .terminal import Terminal
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -52,3 +56,17 @@ def test_without_the_extra_the_live_screen_says_how_to_install_it() -> None:
         "claude-usage-agent monitor needs rich and websockets:"
         ' pip install "claude-usage-agent[monitor]"\n'
     )
+
+
+def test_with_no_server_it_says_reconnecting_and_sigterm_restores_the_terminal() -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    command = agent_command("monitor", "--server", nobody, "--token", "k")
+    terminal = Terminal(command, agent_env(TERM="xterm-256color"))
+    try:
+        terminal.wait_for("reconnecting in", "attempt 1")
+        terminal.child.kill(signal.SIGTERM)
+        assert terminal.wait_exit() == 0
+        assert terminal.restored()
+        assert b"Traceback" not in terminal.output
+    finally:
+        terminal.stop()
