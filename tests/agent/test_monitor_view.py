@@ -196,8 +196,21 @@ def test_the_prediction_warns_when_tokens_will_run_out() -> None:
     assert "⚠ Tokens will run out in 1h 5m (at 21:05)" in text
 
 
-def test_an_official_limit_says_so() -> None:
-    assert "source: official" in screen(dashboard(source="official"))
+def test_an_official_limit_says_so_with_claudes_reading() -> None:
+    official = {
+        "five_hour": {"used_percentage": 22.4, "resets_at": (NOW + timedelta(hours=1)).isoformat()},
+        "seven_day": {"used_percentage": 3.0, "resets_at": (NOW + timedelta(days=3)).isoformat()},
+        "observed_at": (NOW - timedelta(minutes=2)).isoformat(),
+        "host": "it-laptop",
+    }
+    text = screen(dashboard(source="official", official=official))
+    assert "source: official" in text
+    assert "Claude says" in text
+    assert "5h 22% · 7d 3% · read 19:58 on it-laptop" in text
+
+
+def test_without_a_reading_from_claude_there_is_no_official_row() -> None:
+    assert "Claude says" not in screen(dashboard(official=None))
 
 
 def test_outside_a_window_there_is_no_countdown() -> None:

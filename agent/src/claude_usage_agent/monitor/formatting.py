@@ -155,6 +155,9 @@ def summary_text(
         f"Burn rate:  {tokens_rate(number(burn.get('tokens_per_minute')))},"
         f" {money_rate(number(burn.get('cost_per_minute_usd')))}",
     ]
+    official = official_reading(rate_limit, now, zone)
+    if official:
+        lines.append(f"Claude says: {official}")
     warning = prediction_warning(rate_limit, now, zone)
     if warning:
         lines.append(f"Warning:    {warning}")
@@ -189,6 +192,25 @@ def _reset_line(rate_limit: Mapping[str, Any], now: datetime, zone: tzinfo | Non
 def limit_source(rate_limit: Mapping[str, Any]) -> str:
     """`official` (Claude's own reading, via the statusline) or `estimate` (the server's)."""
     return "official" if rate_limit.get("source") == "official" else "estimate"
+
+
+def official_reading(
+    rate_limit: Mapping[str, Any], now: datetime, zone: tzinfo | None
+) -> str | None:
+    """Claude's own last reading (the statusline forwards it): `5h 22% · 7d 3% · read 14:02
+    on laptop`, or None when there is none."""
+    official = section(rate_limit, "official")
+    if not official:
+        return None
+    parts = []
+    for key, label in (("five_hour", "5h"), ("seven_day", "7d")):
+        reading = section(official, key)
+        if reading:
+            parts.append(f"{label} {number(reading.get('used_percentage')):.0f}%")
+    observed_at = parse_time(official.get("observed_at"))
+    if observed_at is not None:
+        parts.append(f"read {local_time(observed_at, now, zone)} on {official.get('host')}")
+    return " · ".join(parts)
 
 
 def prediction_warning(

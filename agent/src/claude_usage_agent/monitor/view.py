@@ -76,12 +76,11 @@ def link_text(link: LinkState, now: datetime) -> str:
 
 def bar(fraction: float | None) -> RenderableType:
     if fraction is None:
-        return Text("─" * BAR_WIDTH, style="dim")
+        return Text("")  # no limit to measure against: no bar
     colour = fmt.usage_colour(fraction)
     return ProgressBar(
         total=100.0,
         completed=min(fraction, 1.0) * 100,
-        width=BAR_WIDTH,
         complete_style=colour,
         finished_style=colour,
     )
@@ -93,19 +92,24 @@ def usage_table(
     summary = fmt.section(dashboard, "summary")
     rate_limit = fmt.section(dashboard, "rate_limit")
     burn = fmt.section(dashboard, "burn_rate")
+    # Only the bars give way in a narrow terminal (down from BAR_WIDTH): the labels and the
+    # figures stay on one line each.
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
+    table.add_column(max_width=BAR_WIDTH)
     table.add_column(no_wrap=True)
-    table.add_column()
     table.add_row(*token_row(rate_limit))
     table.add_row("Limit", *limit_row(rate_limit))
+    official = official_row(rate_limit, now, options.zone)
+    if official is not None:
+        table.add_row("Claude says", "", official)
     table.add_row(*cost_row(summary, options.budget))
     table.add_row(*messages_row(summary, options.message_limit))
     table.add_row(*reset_row(rate_limit, snapshot, now, options.zone))
-    table.add_row("Burn rate", Text(fmt.tokens_rate(fmt.number(burn.get("tokens_per_minute")))), "")
-    table.add_row(
-        "Cost rate", Text(fmt.money_rate(fmt.number(burn.get("cost_per_minute_usd")))), ""
-    )
+    tokens_per_minute = fmt.number(burn.get("tokens_per_minute"))
+    cost_per_minute = fmt.number(burn.get("cost_per_minute_usd"))
+    table.add_row("Burn rate", "", Text(fmt.tokens_rate(tokens_per_minute)))
+    table.add_row("Cost rate", "", Text(fmt.money_rate(cost_per_minute)))
     return table
 
 
@@ -129,6 +133,11 @@ def limit_row(rate_limit: Mapping[str, Any]) -> tuple[Text, Text]:
         Text.assemble(("source: ", "dim"), (source, "bold" if source == "official" else "")),
         Text(f"plan {rate_limit.get('plan')} · window {window_total} tokens (all kinds)"),
     )
+
+
+def official_row(rate_limit: Mapping[str, Any], now: datetime, zone: tzinfo | None) -> Text | None:
+    reading = fmt.official_reading(rate_limit, now, zone)
+    return None if reading is None else Text(reading)
 
 
 def cost_row(summary: Mapping[str, Any], budget: float | None) -> tuple[str, RenderableType, Text]:
