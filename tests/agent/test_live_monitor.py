@@ -170,3 +170,11 @@ def test_without_a_terminal_it_prints_a_summary_once(usage_server: UsageServer) 
     assert "Burn rate:" in done.stdout
     assert "tokens/min" in done.stdout
     assert "\x1b[" not in done.stdout  # plain text, no escape sequences
+
+
+def test_settings_the_server_refuses_are_a_configuration_error(usage_server: UsageServer) -> None:
+    done = run_monitor(usage_server, "--once", "--hours", "100000")
+
+    assert done.returncode == 2
+    assert "the server refused the settings" in done.stderr
+    assert "hours" in done.stderr

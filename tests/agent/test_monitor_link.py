@@ -17,7 +17,12 @@ pytest.importorskip("websockets", reason="the [monitor] extra is not installed")
 from websockets.asyncio.server import ServerConnection, serve
 
 from claude_usage_agent.backoff import RetryPolicy
-from claude_usage_agent.monitor.link import Follower, TokenRefusedError, websocket_url
+from claude_usage_agent.monitor.link import (
+    Follower,
+    SettingsRefusedError,
+    TokenRefusedError,
+    websocket_url,
+)
 from claude_usage_agent.monitor.state import (
     LIVE,
     RECONNECTING,
@@ -41,8 +46,9 @@ def test_the_websocket_url_carries_the_token_in_the_query() -> None:
 class StandIn:
     """A WebSocket server speaking the consumer's protocol, scripted per connection."""
 
-    def __init__(self, close_code: int | None = None) -> None:
+    def __init__(self, close_code: int | None = None, refuse_settings: bool = False) -> None:
         self.close_code = close_code
+        self.refuse_settings = refuse_settings
         self.received: list[dict[str, Any]] = []
         self.connections = 0
 
@@ -55,7 +61,11 @@ class StandIn:
         async for raw in socket:
             message = json.loads(raw)
             self.received.append(message)
-            await socket.send(json.dumps(frame(hours=message["hours"], position=1)))
+            if self.refuse_settings:
+                error = {"code": "VALIDATION_ERROR", "message": "hours: At most 720 hours."}
+                await socket.send(json.dumps({"type": "error", "error": error}))
+            else:
+                await socket.send(json.dumps(frame(hours=message["hours"], position=1)))
         # the client went away
 
 
@@ -65,7 +75,8 @@ def frame(hours: float, position: int) -> dict[str, Any]:
 
 @pytest.fixture
 async def stand_in(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StandIn, str]]:
-    server_side = StandIn(getattr(request, "param", None))
+    param = getattr(request, "param", None)
+    server_side = StandIn(refuse_settings=True) if param == "refuse" else StandIn(param)
     async with serve(server_side.handle, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         yield server_side, f"ws://127.0.0.1:{port}/ws/claude-usage/?token=k"
@@ -131,3 +142,12 @@ async def test_other_closes_are_retried_with_growing_delays(
     assert delays == pytest.approx([0.01, 0.02, 0.04])
     assert server_side.connections == 3
     assert "closed by the server (1011)" in retries[0].reason
+
+
+@pytest.mark.parametrize("stand_in", ["refuse"], indirect=True)
+async def test_settings_the_server_refuses_stop_the_link(stand_in: tuple[StandIn, str]) -> None:
+    server_side, url = stand_in
+    follower = Follower(url, DashboardParams(hours=100_000), print, lambda link: None)
+    with pytest.raises(SettingsRefusedError, match="At most 720 hours"):
+        await asyncio.wait_for(follower.run(), timeout=10)
+    assert server_side.connections == 1

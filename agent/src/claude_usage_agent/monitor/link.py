@@ -88,7 +88,8 @@ class Follower:
                 if error.response.status_code in (401, 403):
                     raise TokenRefusedError(str(error)) from None
                 reason = f"HTTP {error.response.status_code}"
-            except (OSError, TimeoutError, WebSocketException) as error:
+            # ValueError: a frame that is not JSON (a proxy's page, say); try again.
+            except (OSError, TimeoutError, ValueError, WebSocketException) as error:
                 reason = _describe(error)
             delay = backoff_delay(self.failures, self.policy, self.jitter())
             self.failures += 1
@@ -110,21 +111,22 @@ class Follower:
         action = self.params.configure_action()
         # The connect frame is computed with the server's defaults, before our `configure`
         # is read (a consumer handles its messages one at a time): skip it, the configured
-        # one follows at once.
-        stale_frames = 0
+        # one follows at once (or an error frame, if the server refuses the settings).
+        configuring = action is not None
+        stale_frames = 1 if configuring else 0
         if action is not None:
             await socket.send(json.dumps(action))
-            stale_frames = 1
         async for raw in socket:
             frame = json.loads(raw)
             if not isinstance(frame, dict):
                 continue
             if frame.get("type") == "error":
-                self._refused(frame, configuring=stale_frames > 0)
+                self._refused(frame, configuring=configuring)
             elif frame.get("type") == "dashboard":
                 if stale_frames:
                     stale_frames -= 1
                     continue
+                configuring = False
                 self.failures = 0
                 self.on_link(LinkState(LIVE))
                 self.on_dashboard(dashboard_of(frame))
