@@ -12,7 +12,7 @@ $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
-	if [ -f agent/pyproject.toml ]; then $(BIN)/pip install --quiet -e ./agent; fi
+	if [ -f agent/pyproject.toml ]; then $(BIN)/pip install --quiet -e "./agent[monitor]"; fi
 	touch $(STAMP)
 
 # Migrate, make sure the local user exists, print its token and the URLs, then serve HTTP

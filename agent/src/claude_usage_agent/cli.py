@@ -1,4 +1,4 @@
-"""Command line: `sync`, `watch`, `statusline`."""
+"""Command line: `sync`, `watch`, `statusline`, `monitor`."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{sync,watch,statusline}"
+        dest="command", required=True, metavar="{sync,watch,statusline,monitor}"
     )
     sync = commands.add_parser("sync", help="ship everything new once, then exit")
     _add_shipping_options(sync)
@@ -108,7 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
     statusline = commands.add_parser("statusline", help="Claude Code statusline command")
     _add_connection_options(statusline)
     commands.add_parser("statusline-worker")  # internal: the statusline's background half
+    _add_monitor_parser(commands)
     return parser
+
+
+PLANS = ("pro", "max5", "max20", "custom")  # the server's (usage.windows.PLAN_LIMITS + custom)
+
+
+def _add_monitor_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    monitor = commands.add_parser(
+        "monitor",
+        help="the server's dashboard, live in the terminal",
+        description="A full-screen live view of the server's dashboard (needs the [monitor]"
+        " extra); a one-shot plain summary when stdout is not a terminal.",
+    )
+    _add_connection_options(monitor)
+    monitor.add_argument("--hours", type=_positive_float, help="hours of history (server: 6)")
+    monitor.add_argument("--plan", choices=PLANS, help="plan whose token limit applies")
+    monitor.add_argument("--token-limit", type=_positive_int, help="tokens per 5-hour window")
+    monitor.add_argument(
+        "--window-align", choices=("hour", "exact"), help="window start: the hour or the message"
+    )
+    monitor.add_argument(
+        "--budget", type=_positive_float, metavar="USD", help="budget for the cost bar"
+    )
+    monitor.add_argument(
+        "--message-limit", type=_positive_int, metavar="N", help="limit for the messages bar"
+    )
+    monitor.add_argument("--once", action="store_true", help="print a summary once and exit")
+    monitor.add_argument(
+        "--json", action="store_true", help="print the dashboard as JSON once and exit"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _statusline(args)
     if args.command == "statusline-worker":
         return _statusline_worker()
+    if args.command == "monitor":
+        return _monitor(args)
     _setup_logging(args.verbose, args.quiet)
     try:
         return _ship(args)
@@ -213,6 +245,19 @@ def _stop_on_sigterm() -> None:
         raise _Stopped
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from claude_usage_agent.monitor.command import MonitorOptions, run
+    from claude_usage_agent.monitor.state import DashboardParams
+
+    params = DashboardParams(args.hours, args.plan, args.token_limit, args.window_align)
+    options = MonitorOptions(params, args.budget, args.message_limit, args.once, args.json)
+    try:
+        return run(_overrides(args), options, sys.stdout, sys.stderr)
+    except ConfigError as error:
+        sys.stderr.write(f"{error}\n")
+        return EXIT_CONFIG
 
 
 def _statusline(args: argparse.Namespace) -> int:
