@@ -258,6 +258,7 @@ def test_every_width_fits_and_the_screenshots_are_taken(browser: Browser, site: 
             sign_in_by_bookmark(page=tab, site=site)
             expect(tab.locator("#chart canvas")).to_be_visible(timeout=WAIT_MS)
             expect(tab.locator("#projects-table tbody tr").first).to_be_visible(timeout=WAIT_MS)
+            expect(tab.locator("#hosts-table")).to_contain_text("samples", timeout=WAIT_MS)
 
             width, inner = tab.evaluate("[document.documentElement.scrollWidth, innerWidth]")
             tab.screenshot(path=SCREENSHOTS / f"web-dashboard-{name}-{scheme}.png", full_page=True)
