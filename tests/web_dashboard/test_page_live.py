@@ -125,6 +125,19 @@ def test_static_files_have_hashed_names_and_a_long_cache(site: Site) -> None:
     assert re.search(r'from "\./format\.[0-9a-f]{12}\.js"', module)
 
 
+def test_the_page_and_its_files_are_not_counted_by_the_api_throttles(site: Site) -> None:
+    # More than the anonymous limit (60 a minute): the page and WhiteNoise's files are not
+    # API requests, and nothing of them is throttled or needs a token.
+    html = httpx.get(f"{site.url}/", timeout=30).text
+    paths = ["/", *static_paths(html)] * 13
+
+    with httpx.Client(base_url=site.url, timeout=30) as client:
+        statuses = {client.get(path).status_code for path in paths}
+
+    assert len(paths) > 60
+    assert statuses == {200}
+
+
 def test_other_paths_still_answer_the_api_404(site: Site) -> None:
     answer = httpx.get(f"{site.url}/no-such-page/", timeout=30)
 
