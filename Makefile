@@ -24,7 +24,10 @@ run: $(STAMP)
 	$(BIN)/python manage.py local_setup --base-url http://$(HOST):$(PORT)
 	$(BIN)/python -m backend.serve --host $(HOST) --port $(PORT) --with-worker
 
+# The browser tests need Debian's chromium: installed with apt if missing and possible
+# (never failing here: without it those tests skip, saying why).
 test: $(STAMP)
+	-sh tests/web_dashboard/ensure_chromium.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

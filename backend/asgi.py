@@ -7,7 +7,9 @@ per problem, when a system check fails (a setting outside its allowed values).
 
 import gc
 import os
+from pathlib import Path
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from backend.checks import start_up_errors
@@ -16,6 +18,9 @@ from backend.embedded_redis import ensure_redis_url, ensure_var_dir
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 ensure_var_dir()  # the default SQLite file's directory
 ensure_redis_url()  # before the settings load: they read REDIS_URL once
+# WhiteNoise warns at start when the static files' directory does not exist yet (a daphne
+# started on its own, before any collectstatic): the page then says what to run instead.
+Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 django_http = get_asgi_application()  # sets Django up before the consumers import models
 if problems := start_up_errors():
     raise SystemExit("\n".join(problems))  # daphne then exits 1 with these lines, no traceback

@@ -12,9 +12,10 @@ are serialised in the database; dashboards get prompts through the Redis channel
 Before any worker starts, this process runs Django's system checks (a bad setting ends it
 with one line naming the setting, its value and what is allowed), then, without
 ``REDIS_URL``, starts the embedded Redis of a configuration-free install and names it in
-``REDIS_URL``, which every worker inherits; it stops that server when it exits, after the
-workers. ``--with-worker`` also runs the periodic jobs (``manage.py run_worker``) as a
-child, as ``make run`` does: one process tree that one Ctrl-C stops.
+``REDIS_URL``, which every worker inherits (it stops that server when it exits, after the
+workers), and collects the web dashboard's static files (``collect_static``). ``--with-worker``
+also runs the periodic jobs (``manage.py run_worker``) as a child, as ``make run`` does:
+one process tree that one Ctrl-C stops.
 
 A worker (or the periodic worker) that exits stops the others and the launcher, with its
 exit status: restarting is left to whatever started the launcher (make, a Procfile
@@ -197,8 +198,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # before the embedded server's URL was set, which is harmless: it never talks to Redis,
     # it only holds the server for its children, which read the URL from the environment.
     embedded_redis.ensure_redis_url()
+    collect_static()
     log.info("price data: %s", pricing.price_data().describe())  # read by the checks above
     return serve(args.host, args.port, workers, args.daphne_args, with_jobs=args.with_worker)
+
+
+def collect_static() -> None:
+    """The web dashboard's files, hashed, into STATIC_ROOT, once, before any worker starts:
+    each worker reads the manifest of hashed names when it first renders the page. Files
+    that have not changed are not copied again."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+    log.info("static files: %s", settings.STATIC_ROOT)
 
 
 def _system_check_problems() -> list[str]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import environ
+from csp.constants import NONE, SELF
 
 from backend.embedded_redis import REPOSITORY, var_dir
 
@@ -134,13 +135,19 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "channels",
+    "csp",
     "usage",
     "realtime",
+    "web_dashboard",
 ]
 
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files answered here, before sessions, auth and the API's throttles: the page's
+    # scripts and styles never count against a token's reads (and need no token).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -255,7 +262,33 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
-STATIC_URL = "static/"
+# The web dashboard's files (web_dashboard/static), collected by `python -m backend.serve`
+# before it starts its workers (and by `manage.py collectstatic`) into the var directory,
+# with content-hashed names that WhiteNoise serves with a year-long cache.
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "backend.static_storage.HashedStaticStorage"},
+}
+
+# Every response: nothing but this origin's own files; no inline script or style attribute,
+# no plugin, no <base>, no framing. The dashboard page adds its WebSocket's ws:/wss: origin
+# (web_dashboard/views.py) for browsers whose 'self' does not cover WebSockets.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

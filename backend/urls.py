@@ -1,6 +1,11 @@
 from django.urls import include, path
 
-urlpatterns = [path("app/claude-usage/", include("usage.api.urls"))]
+from web_dashboard.views import index
+
+urlpatterns = [
+    path("", index, name="web-dashboard"),
+    path("app/claude-usage/", include("usage.api.urls")),
+]
 
 handler400 = "usage.api.errors.bad_request"
 handler404 = "usage.api.errors.not_found"

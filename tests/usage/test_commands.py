@@ -273,6 +273,7 @@ def test_local_setup_creates_the_local_user_and_prints_its_token_and_urls(
     assert "http://127.0.0.1:9000/app/claude-usage/dashboard/" in printed
     assert "http://127.0.0.1:9000/app/claude-usage/schema/" in printed
     assert f"ws://127.0.0.1:9000/ws/claude-usage/?token={token.key}" in printed
+    assert "Dashboard:  http://127.0.0.1:9000/ " in printed
 
 
 @pytest.mark.django_db

@@ -27,6 +27,8 @@ class Command(BaseCommand):
                     "",
                     f"  Claude Usage is starting for user '{user.get_username()}'.",
                     f"  API token:  {token.key}",
+                    f"  Dashboard:  {base}/  (sign in with the token, or bookmark "
+                    f"{base}/?token={token.key})",
                     f"  REST API:   {base}/app/claude-usage/dashboard/",
                     f"  OpenAPI:    {base}/app/claude-usage/schema/",
                     f"  WebSocket:  {ws_base}/ws/claude-usage/?token={token.key}",
