@@ -14,7 +14,9 @@ with one line naming the setting, its value and what is allowed), then, without
 ``REDIS_URL``, starts the embedded Redis of a configuration-free install and names it in
 ``REDIS_URL``, which every worker inherits; it stops that server when it exits, after the
 workers. ``--with-worker`` also runs the periodic jobs (``manage.py run_worker``) as a
-child, as ``make run`` does: one process tree that one Ctrl-C stops.
+child, as ``make run`` does: one process tree that one Ctrl-C stops. It also gives them a
+fresh directory for their Prometheus metrics, so that ``/metrics`` on any worker sums them
+all (``operations/multiprocess.py``).
 
 A worker (or the periodic worker) that exits stops the others and the launcher, with its
 exit status: restarting is left to whatever started the launcher (make, a Procfile
@@ -38,6 +40,7 @@ from types import FrameType
 from django.conf import settings
 
 from backend import embedded_redis
+from operations import multiprocess as metrics_files
 from usage import pricing
 
 log = logging.getLogger("backend.serve")
@@ -111,6 +114,9 @@ def serve(
     processes: list[subprocess.Popen[bytes]] = []
     for handled in (signal.SIGTERM, signal.SIGINT):
         signal.signal(handled, _raise_stop)
+    # Before any child starts: every one counts its metrics into this directory, and the
+    # worker that answers /metrics sums them (operations/multiprocess.py).
+    metrics_directory = metrics_files.prepare(settings.VAR_DIR)
     try:
         for _ in range(workers):
             processes.append(subprocess.Popen(command, pass_fds=[listener.fileno()]))
@@ -125,6 +131,7 @@ def serve(
         return 0
     finally:
         _stop_all(processes)
+        metrics_files.remove(metrics_directory)
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -138,6 +145,7 @@ def _wait_for_a_worker(processes: Sequence[subprocess.Popen[bytes]]) -> int:
         for process in processes:
             code = process.poll()
             if code is not None:
+                metrics_files.process_exited(process.pid)
                 log.error("worker %s exited with %s; stopping the others", process.pid, code)
                 return code or 1
         time.sleep(POLL_SECONDS)
@@ -156,6 +164,7 @@ def _stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        metrics_files.process_exited(process.pid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

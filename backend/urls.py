@@ -1,6 +1,9 @@
 from django.urls import include, path
 
-urlpatterns = [path("app/claude-usage/", include("usage.api.urls"))]
+urlpatterns = [
+    path("app/claude-usage/", include("usage.api.urls")),
+    path("", include("operations.urls")),  # healthz, readyz, metrics
+]
 
 handler400 = "usage.api.errors.bad_request"
 handler404 = "usage.api.errors.not_found"
