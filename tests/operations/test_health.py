@@ -15,7 +15,8 @@ from rest_framework.test import APIClient
 from tests.conftest import Clock
 from tests.support import free_port
 from tests.usage.test_ingest_api import line
-from usage import store
+from usage import services, store
+from usage.completed_windows import Progress
 from usage.projection import projector
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -114,3 +115,18 @@ def test_probes_are_not_throttled(settings: Settings) -> None:
     statuses = [client.get(path).status_code for path in ["/healthz", "/readyz"] * 5]
 
     assert statuses == [200] * 10
+
+
+def test_a_worker_tick_records_the_lag_it_found_then_repairs_it(
+    api: APIClient, clock: Clock, settings: Settings, user: object
+) -> None:
+    projected = ingest(api, line("msg_a", "req_a"))["position"]
+    reachable, settings.REDIS_URL = settings.REDIS_URL, dead_redis()
+    later = ingest(api, line("msg_b", "req_b"))["position"]
+    settings.REDIS_URL = reachable
+
+    services.run_periodic_jobs(now=clock.now, since=Progress())
+    lag = Client().get("/readyz").json()["projection_lag"]
+
+    assert (lag["positions"], lag["users_behind"]) == (later - projected, 1)
+    assert projector.measure_lag(now=clock.now.timestamp()).positions == 0  # repaired
