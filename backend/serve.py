@@ -12,10 +12,12 @@ are serialised in the database; dashboards get prompts through the Redis channel
 Before any worker starts, this process runs Django's system checks (a bad setting ends it
 with one line naming the setting, its value and what is allowed), then, without
 ``REDIS_URL``, starts the embedded Redis of a configuration-free install and names it in
-``REDIS_URL``, which every worker inherits (it stops that server when it exits, after the
-workers), and collects the web dashboard's static files (``collect_static``). ``--with-worker``
-also runs the periodic jobs (``manage.py run_worker``) as a child, as ``make run`` does:
-one process tree that one Ctrl-C stops.
+``REDIS_URL``, which every worker inherits; it stops that server when it exits, after the
+workers. It collects the web dashboard's static files (``collect_static``) and gives the
+workers a fresh directory for their Prometheus metrics, so that ``/metrics`` on any worker
+sums them all (``operations/multiprocess.py``). ``--with-worker`` also runs the periodic
+jobs (``manage.py run_worker``) as a child, as ``make run`` does: one process tree that one
+Ctrl-C stops.
 
 A worker (or the periodic worker) that exits stops the others and the launcher, with its
 exit status: restarting is left to whatever started the launcher (make, a Procfile
@@ -39,6 +41,7 @@ from types import FrameType
 from django.conf import settings
 
 from backend import embedded_redis
+from operations import multiprocess as metrics_files
 from usage import pricing
 
 log = logging.getLogger("backend.serve")
@@ -112,6 +115,9 @@ def serve(
     processes: list[subprocess.Popen[bytes]] = []
     for handled in (signal.SIGTERM, signal.SIGINT):
         signal.signal(handled, _raise_stop)
+    # Before any child starts: every one counts its metrics into this directory, and the
+    # worker that answers /metrics sums them (operations/multiprocess.py).
+    metrics_directory = metrics_files.prepare(settings.VAR_DIR)
     try:
         for _ in range(workers):
             processes.append(subprocess.Popen(command, pass_fds=[listener.fileno()]))
@@ -126,6 +132,7 @@ def serve(
         return 0
     finally:
         _stop_all(processes)
+        metrics_files.remove(metrics_directory)
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -139,6 +146,7 @@ def _wait_for_a_worker(processes: Sequence[subprocess.Popen[bytes]]) -> int:
         for process in processes:
             code = process.poll()
             if code is not None:
+                metrics_files.process_exited(process.pid)
                 log.error("worker %s exited with %s; stopping the others", process.pid, code)
                 return code or 1
         time.sleep(POLL_SECONDS)
@@ -157,6 +165,7 @@ def _stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        metrics_files.process_exited(process.pid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,6 +75,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # (backend/proxies.py); empty: none, the peer's own address is the client's.
 USAGE_TRUSTED_PROXIES = env.list("USAGE_TRUSTED_PROXIES", default=[])
 LOG_LEVEL = _read("LOG_LEVEL", "INFO", _log_level)
+# /metrics asks for "Authorization: Bearer <it>" when set; empty: served to loopback only
+# (operations/access.py).
+USAGE_METRICS_TOKEN = env.str("USAGE_METRICS_TOKEN", default="")
 
 # 0 keeps everything; the seed promises six hours.
 USAGE_RETENTION_HOURS = _read("USAGE_RETENTION_HOURS", 6.0, float)
@@ -139,9 +142,11 @@ INSTALLED_APPS = [
     "usage",
     "realtime",
     "web_dashboard",
+    "operations",
 ]
 
 MIDDLEWARE = [
+    "operations.middleware.RequestMetrics",  # first: it times all the others
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files answered here, before sessions, auth and the API's throttles: the page's

@@ -5,6 +5,7 @@ from web_dashboard.views import index
 urlpatterns = [
     path("", index, name="web-dashboard"),
     path("app/claude-usage/", include("usage.api.urls")),
+    path("", include("operations.urls")),  # healthz, readyz, metrics
 ]
 
 handler400 = "usage.api.errors.bad_request"

@@ -26,7 +26,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import close_old_connections
 
-from realtime import auth, limits
+from realtime import auth, limits, signals
 from realtime.hub import Credential, Hub, Snapshot
 from usage import selectors
 from usage.api.serializers import DashboardParams
@@ -83,6 +83,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.connected = True
         await self.channel_layer.group_add(user_group(self.user_id), self.channel_name)
         await self.accept()
+        self.counted = True  # one connection_closed follows, in disconnect
+        signals.connection_opened.send(sender=DashboardConsumer)
         self.hub.join(self)
         self.hub.ensure_resync(settings.USAGE_WS_RESYNC_SECONDS, _read_checkpoints, _revoked)
         await self.send_snapshot(force=True)
@@ -91,6 +93,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "user_id"):
             return
         self.connected = False
+        if getattr(self, "counted", False):
+            self.counted = False
+            signals.connection_closed.send(sender=DashboardConsumer)
         self.hub.leave(self)
         if self.reset_timer is not None:
             self.reset_timer.cancel()

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import DataError, OperationalError, transaction
 
-from usage import completed_windows, outage, side_tables, store, wire
+from usage import completed_windows, outage, side_tables, signals, store, wire
 from usage.completed_windows import Progress
 from usage.dedupe import Decision, Outcome, decide
 from usage.events import MAX_WINDOW_SKEW, EventKind, InvalidRecord, UsageEvent, UsageRecord
@@ -127,7 +127,7 @@ def ingest_records(
         raise
     outage.succeeded()
     pending, positions = appended.pending, appended.positions
-    return IngestResult(
+    result = IngestResult(
         accepted=len(batch.records) - appended.outcome.duplicates,
         duplicates=appended.outcome.duplicates,
         skipped=batch.skipped,
@@ -137,6 +137,8 @@ def ingest_records(
         last_position=positions[-1] if positions else None,
         clamped=batch.clamped,
     )
+    signals.records_ingested.send(sender=IngestResult, result=result)  # committed by now
+    return result
 
 
 def _append_storable(user_id: int, batch: _Parsed, now: datetime) -> _Appended:
@@ -272,11 +274,16 @@ def record_completed_windows(*, now: datetime, since: Progress) -> Progress:
 
 
 def run_periodic_jobs(*, now: datetime, since: Progress) -> Progress:
-    """One tick of the worker: catch every projection up to the log (repairs a crash between
+    """One tick of the worker: record how far the projections are behind the log
+    (``projector.record_lag``), catch every projection up to it (repairs a crash between
     an ingest's commit and its projection), record completed windows, then apply retention
     (after: a window's events must still be there when it is recorded). A job that fails is
     logged; the others still run."""
     progress = since
+    try:
+        projector.record_lag(now=now.timestamp())
+    except Exception:
+        log.exception("measuring the projection lag failed; retrying next tick")
     try:
         projector.catch_up_all()
     except Exception:

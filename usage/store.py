@@ -387,6 +387,14 @@ def user_ids_with_events() -> list[int]:
     return list(LoggedEvent.objects.values_list("user_id", flat=True).distinct().order_by())
 
 
+def heads() -> dict[int, int]:
+    """Each user's last position in the log (the worker's lag measure, once per tick: one
+    walk of ``usage_event_user_position``, as ``user_ids_with_events`` is)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT user_id, MAX(position) FROM {_TABLE} GROUP BY user_id")
+        return {int(user_id): int(position) for user_id, position in cursor.fetchall()}
+
+
 def head_position() -> int:
     """The log's last position (0 while it is empty)."""
     with connection.cursor() as cursor:

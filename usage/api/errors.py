@@ -11,6 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from usage import signals
 from usage.projection.redis_store import UNAVAILABLE as PROJECTIONS_UNREACHABLE
 from usage.selectors import NotFound
 from usage.services import LogUnavailable
@@ -76,9 +77,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, LogUnavailable | OperationalError):
         # Any view's database down or locked (the token lookup too): a retry may succeed.
         log.warning("database unavailable: %s", exc)
+        signals.dependency_unavailable.send(sender=Unavailable, dependency=signals.DATABASE)
         exc = Unavailable()
     if isinstance(exc, PROJECTIONS_UNREACHABLE):
         log.warning("redis unavailable: %s", exc)
+        signals.dependency_unavailable.send(sender=ProjectionsUnavailable, dependency=signals.REDIS)
         exc = ProjectionsUnavailable()
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -15,7 +15,7 @@ from usage import notify, pricing, store
 from usage.events import EventKind, UsageEvent, fingerprint
 from usage.projection import redis_store
 from usage.projection.batch import Contribution, Owner, contribution
-from usage.projection.redis_store import Checkpoint
+from usage.projection.redis_store import Checkpoint, Lag
 from usage.store import Head
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,34 @@ def reprice_at_start() -> list[int]:
         # Same position, other costs: open dashboards are asked for a new snapshot.
         notify.changed(user_id, position, refresh=True)
     return rebuilt
+
+
+def measure_lag(*, now: float) -> Lag:
+    """How far every user's projection stands behind their last event now (``Lag``): one
+    query of the log's heads and one round trip for every checkpoint. A checkpoint of
+    another log or price data, or ahead of the log, counts as none: that projection is
+    rebuilt from the start."""
+    heads = store.heads()
+    stored = redis_store.checkpoints(list(heads))
+    current = binding()
+    behind = []
+    for user_id, head in heads.items():
+        checkpoint = stored.get(user_id)
+        done = 0
+        if checkpoint is not None and checkpoint.log == current and checkpoint.position <= head:
+            done = checkpoint.position
+        if head > done:
+            behind.append(head - done)
+    return Lag(max(behind, default=0), len(behind), now)
+
+
+def record_lag(*, now: float) -> Lag:
+    """Measure the lag and keep it in Redis for the readiness probe and the metrics, which
+    must not measure it themselves (it reads every user's checkpoint). The worker does it at
+    the start of every tick, before catching up: it records what the catch-up repairs."""
+    lag = measure_lag(now=now)
+    redis_store.record_lag(lag)
+    return lag
 
 
 def catch_up_all() -> dict[int, int]:

@@ -464,6 +464,60 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
+# --- the projections' lag, and probes ------------------------------------------------------
+
+# A probe (a readiness check, a metrics scrape) waits at most this long for Redis: a load
+# balancer polls it every few seconds, and a Redis that does not answer is not ready.
+PROBE_SECONDS = 2.0
+
+
+class Lag(NamedTuple):
+    """How far the projections stood behind the log when the worker last measured it:
+    the largest distance, in log positions, from a user's last event back to their
+    checkpoint (a whole head when they have no usable checkpoint), the users behind at all,
+    and when (Unix seconds). Positions are shared by every user, so the distance is an
+    upper bound on that user's events not yet projected."""
+
+    positions: int
+    users_behind: int
+    measured_at: float
+
+
+def _lag_key() -> str:
+    return f"{settings.USAGE_REDIS_PREFIX}:{LAYOUT_VERSION}:lag"
+
+
+def record_lag(lag: Lag) -> None:
+    client().set(_lag_key(), orjson.dumps(lag._asdict()))
+
+
+def recorded_lag() -> Lag | None:
+    """The last figure the worker recorded (one GET with the probe's timeouts); None before
+    any. Raises ``UNAVAILABLE`` as every read does."""
+    value = _probe_client(settings.REDIS_URL).get(_lag_key())
+    if value is None:
+        return None
+    fields = orjson.loads(value)
+    return Lag(int(fields["positions"]), int(fields["users_behind"]), float(fields["measured_at"]))
+
+
+def ping() -> None:
+    """Raises ``UNAVAILABLE`` unless Redis answers within ``PROBE_SECONDS``."""
+    _probe_client(settings.REDIS_URL).ping()
+
+
+@lru_cache(maxsize=4)
+def _probe_client(url: str) -> Any:
+    # Its own pool with timeouts: the shared client has none, and may wait on a Redis that
+    # accepts but does not answer for as long as the operating system lets it.
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=PROBE_SECONDS,
+        socket_connect_timeout=PROBE_SECONDS,
+    )
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
