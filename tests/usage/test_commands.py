@@ -274,6 +274,8 @@ def test_local_setup_creates_the_local_user_and_prints_its_token_and_urls(
     assert "http://127.0.0.1:9000/app/claude-usage/schema/" in printed
     assert f"ws://127.0.0.1:9000/ws/claude-usage/?token={token.key}" in printed
     assert "Dashboard:  http://127.0.0.1:9000/ " in printed
+    assert f"monitor --server http://127.0.0.1:9000 --token {token.key}" in printed
+    assert "http://127.0.0.1:9000/readyz" in printed
 
 
 @pytest.mark.django_db

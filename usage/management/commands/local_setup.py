@@ -34,6 +34,9 @@ class Command(BaseCommand):
                     f"  WebSocket:  {ws_base}/ws/claude-usage/?token={token.key}",
                     "  Ship logs:  .venv/bin/claude-usage-agent sync "
                     f"--server {base} --token {token.key}",
+                    "  Terminal:   .venv/bin/claude-usage-agent monitor "
+                    f"--server {base} --token {token.key}",
+                    f"  Health:     {base}/healthz  {base}/readyz  {base}/metrics",
                     f"  Database:   {settings.DATABASES['default']['NAME']}",
                     f"  Redis:      {redis_shown}",
                     "",
