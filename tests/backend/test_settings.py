@@ -112,7 +112,11 @@ def test_the_pool_size_reaches_the_postgresql_pool(monkeypatch: pytest.MonkeyPat
         monkeypatch, DATABASE_URL="postgres://user@127.0.0.1:5432/usage", DB_POOL_SIZE="3"
     )
 
-    assert loaded["DATABASES"]["default"]["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 3}
+    assert loaded["DATABASES"]["default"]["OPTIONS"]["pool"] == {
+        "min_size": 1,
+        "max_size": 3,
+        "timeout": 10,
+    }
 
 
 def test_the_var_dir_holds_the_default_sqlite_file(
