@@ -11,7 +11,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import DataError, OperationalError, transaction
 
-from usage import completed_windows, outage, side_tables, signals, store, wire
+from usage import completed_windows, outage, retention, side_tables, signals, store, wire
 from usage.completed_windows import Progress
 from usage.dedupe import Decision, Outcome, decide
 from usage.events import MAX_WINDOW_SKEW, EventKind, InvalidRecord, UsageEvent, UsageRecord
@@ -252,19 +252,13 @@ def _quota_message(quota: tuple[str, str, str, str], value: str, limits: list[in
 
 
 def prune_events(*, now: datetime) -> dict[int, int]:
-    """Retention: delete events older than ``USAGE_RETENTION_HOURS`` and rebuild the
-    projections of the users who lost some. Nothing younger than the horizon is touched.
-    (The periodic worker records the completed windows first.)"""
+    """Retention: delete events older than ``USAGE_RETENTION_HOURS``, taking them out of
+    the projections as they go (``usage.retention``). Nothing younger than the horizon is
+    touched. (The periodic worker records the completed windows first.)"""
     cutoff = retention_cutoff(now)
     if cutoff is None:
         return {}
-    deleted = store.delete_older_than(cutoff)
-    for user_id in deleted:
-        try:
-            projector.rebuild_user(user_id)
-        except Exception:  # a projection is rebuilt from the log by any later catch-up
-            log.exception("rebuild after retention failed for user %s", user_id)
-    return deleted
+    return retention.prune(cutoff)
 
 
 def record_completed_windows(*, now: datetime, since: Progress) -> Progress:

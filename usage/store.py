@@ -414,19 +414,66 @@ def user_ids_with_events_between(after: datetime, until: datetime) -> list[int]:
     return list(rows.values_list("user_id", flat=True).distinct().order_by())
 
 
-def delete_older_than(cutoff: datetime) -> dict[int, int]:
-    """Retention: delete events that happened before ``cutoff``. Returns deleted counts by
-    user. Takes the append lock so that no reader sees a half-pruned log."""
+# --- retention (usage.retention drives it, a part of one user at a time) -------------------
+
+
+def user_ids_with_events_before(cutoff: datetime) -> list[int]:
+    """Users with an event that happened before ``cutoff`` (retention's work list)."""
+    rows = LoggedEvent.objects.filter(occurred_at__lt=cutoff)
+    return list(rows.values_list("user_id", flat=True).distinct().order_by())
+
+
+def events_before(user_id: int, cutoff: datetime, *, through: int, limit: int) -> list[UsageEvent]:
+    """The user's events that happened before ``cutoff`` at positions up to ``through``,
+    oldest position first, at most ``limit``: found through (user, occurred_at), so the
+    cost is what expires, not the user's history."""
+    rows = LoggedEvent.objects.filter(
+        user_id=user_id, occurred_at__lt=cutoff, position__lte=through
+    ).order_by("position")
+    return _events(rows[:limit].values_list(*_READ_FIELDS))
+
+
+def newest_revisions_through(
+    user_id: int, message_ids: Iterable[str], through: int
+) -> dict[tuple[str, str], int]:
+    """The highest revision at a position up to ``through`` of every logged (message id,
+    request id) among ``message_ids``: the copy a projection standing at ``through``
+    counts. (Revisions are appended in order, so a higher one has a higher position.)"""
+    newest: dict[tuple[str, str], int] = {}
+    for event in _logged_with_message_ids(user_id, sorted(set(message_ids))):
+        if event.position is not None and event.position <= through:
+            key = (event.record.message_id, event.record.request_id)
+            newest[key] = max(newest.get(key, -1), event.revision)
+    return newest
+
+
+def delete_events(user_id: int, positions: Sequence[int], *, through: int) -> Head:
+    """Delete the user's events at ``positions`` (all at or below ``through``). Returns the
+    user's newest event left at or below ``through`` (``Head(0, "")`` for none): a
+    checkpoint at ``through`` whose event is gone can name it instead, since nothing of the
+    user's lies between them any more."""
     with appending():
-        doomed = LoggedEvent.objects.filter(occurred_at__lt=cutoff)
-        counts: dict[int, int] = {}
-        for user_id in doomed.values_list("user_id", flat=True).distinct().order_by():
-            counts[user_id] = doomed.filter(user_id=user_id).count()
-        if counts:
-            doomed.delete()
-    for user_id in counts:  # this process's; the others read theirs again in time
-        _known_names.pop(user_id, None)
-    return counts
+        for start in range(0, len(positions), 500):  # under SQLite's parameter limit
+            chunk = positions[start : start + 500]
+            LoggedEvent.objects.filter(user_id=user_id, position__in=chunk).delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT position, message_id, request_id, revision FROM {_TABLE} "
+                "WHERE user_id = %s AND position <= %s ORDER BY position DESC LIMIT 1",
+                [user_id, through],
+            )
+            row = cursor.fetchone()
+    _known_names.pop(user_id, None)  # this process's; the others read theirs again in time
+    return Head(int(row[0]), fingerprint(*row[1:])) if row else Head(0, "")
+
+
+def delete_before(user_id: int, cutoff: datetime) -> int:
+    """Delete every event of the user that happened before ``cutoff`` (a user without a
+    projection to take them back from); returns how many."""
+    with appending():
+        deleted, _ = LoggedEvent.objects.filter(user_id=user_id, occurred_at__lt=cutoff).delete()
+    _known_names.pop(user_id, None)
+    return deleted
 
 
 def events_between(user_id: int, start: datetime, end: datetime) -> list[UsageEvent]:

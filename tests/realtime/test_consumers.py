@@ -37,7 +37,7 @@ from tests.realtime.communicators import (
     dashboard,
     next_frame,
 )
-from usage import selectors
+from usage import selectors, services
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -283,6 +283,24 @@ async def test_an_ingest_through_the_api_pushes_a_snapshot_that_includes_it(
     assert without_envelope(frames[-1]) == rest
     assert frames[-1]["summary"]["total_messages"] == 3
     assert {m["model"] for m in frames[-1]["model_distribution"]} == {SONNET, OPUS}
+
+
+async def test_retention_taking_an_event_out_pushes_a_snapshot_without_it(
+    app: Application, api: APIClient, token: str, settings: Settings
+) -> None:
+    await ingest(api, [record(1, at=NOW - timedelta(hours=5, minutes=50))])
+    await ingest(api, [record(2, at=NOW - timedelta(minutes=10))])
+    async with dashboard(app, f"{WS_PATH}?token={token}") as ws:
+        first = await next_frame(ws)
+        settings.USAGE_RETENTION_HOURS = 5  # the first record is now past the horizon
+
+        await sync_to_async(services.prune_events)(now=NOW)
+        frames = await frames_until(ws, lambda f: f["summary"]["total_messages"] == 1)
+    rest = await rest_dashboard(api)
+
+    assert first["summary"]["total_messages"] == 2
+    assert frames[-1]["position"] == first["position"]  # the log did not move forward
+    assert without_envelope(frames[-1]) == rest
 
 
 async def test_a_burst_of_ingests_is_coalesced_and_the_last_frame_has_every_event(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from usage import notify, pricing, store
 from usage.events import EventKind, UsageEvent, fingerprint
@@ -58,10 +59,20 @@ def after_commit(
 
 def after_limits_changed(user_id: int) -> None:
     """Official limits changed: the log did not move, so the prompt asks for a refresh."""
+    _ask_for_refresh(user_id, "new limits")
+
+
+def after_expiry(user_id: int) -> None:
+    """Retention took events out: the checkpoint did not move, so the prompt asks for a
+    refresh (an open dashboard's totals drop as the horizon passes)."""
+    _ask_for_refresh(user_id, "expired events")
+
+
+def _ask_for_refresh(user_id: int, what: str) -> None:
     try:
         stored = redis_store.checkpoint(user_id)
     except Exception:
-        log.warning("could not announce new limits for user %s", user_id, exc_info=True)
+        log.warning("could not announce %s for user %s", what, user_id, exc_info=True)
         return
     notify.changed(user_id, stored.position if stored else 0, refresh=True)
 
@@ -100,7 +111,8 @@ def trusted(user_id: int) -> Checkpoint | None:
     stored = redis_store.checkpoint(user_id)
     if stored is None or stored.log != binding():
         return None
-    if stored.position and store.fingerprint_at(user_id, stored.position) != stored.event:
+    position, event = stored.witness()
+    if position and store.fingerprint_at(user_id, position) != event:
         return None
     return stored
 
@@ -166,6 +178,60 @@ def _parts(contributions: Sequence[tuple[int, Sequence[Contribution]]]) -> list[
         owners |= touched
     parts.append((start, len(contributions)))
     return parts
+
+
+# --- retention: taking expired events back out ---------------------------------------------
+
+
+class Expiry(NamedTuple):
+    """A part of a user's expired events and what taking them out of the projection
+    standing at ``after`` (of build ``epoch``) takes back."""
+
+    events: list[UsageEvent]
+    changes: list[tuple[int, list[Contribution]]]
+    after: Checkpoint
+    epoch: str
+
+
+def expiry(user_id: int, after: Checkpoint, epoch: str, expired: Sequence[UsageEvent]) -> Expiry:
+    """The first part (as ``_apply`` cuts parts) of ``expired``: old events at or below the
+    checkpoint ``after``, so applied. Each takes back its copy when that copy is the one the
+    projection counts: the newest revision at or below ``after`` of its message, and not a
+    retraction. (A revision below the checkpoint already took back the copy it replaced;
+    one above it, not yet applied, will find its predecessor gone from the log and take
+    nothing back.)"""
+    counted = store.newest_revisions_through(
+        user_id, [event.record.message_id for event in expired], after.position
+    )
+    changes = []
+    for event in expired:
+        key = (event.record.message_id, event.record.request_id)
+        newest = event.counted and counted.get(key) == event.revision
+        assert event.position is not None
+        changes.append((event.position, [contribution(event, sign=-1)] if newest else []))
+    _, end = _parts(changes)[0]
+    return Expiry(list(expired[:end]), changes[:end], after, epoch)
+
+
+def expiring_from(user_id: int) -> tuple[Checkpoint, str] | None:
+    """The user's trusted checkpoint and its build, for retention (under ``expiry_lock``);
+    None when there is no projection to take anything back from."""
+    epoch = redis_store.epoch(user_id)
+    current = trusted(user_id)
+    return None if current is None else (current, epoch)
+
+
+def take_back(user_id: int, part: Expiry, newest_left: Head) -> None:
+    """Take ``part`` (just deleted from the log) out of the projection. A projection reset
+    since the part was read (Redis lost the user's keys, and a rebuild ran) may or may not
+    hold it: it is forgotten, and rebuilt from the pruned log by the next catch-up."""
+    to = part.after.vouched_by(newest_left)
+    if not redis_store.take_back(user_id, part.changes, after=part.after, to=to, epoch=part.epoch):
+        log.warning("the projection of user %s was reset during retention: rebuilding", user_id)
+        redis_store.forget(user_id)
+
+
+expiry_lock = redis_store.rebuild_lock  # no reset of the projection while a part leaves
 
 
 def ensure_current(user_id: int) -> None:
@@ -239,8 +305,7 @@ def reprice_at_start() -> list[int]:
 def measure_lag(*, now: float) -> Lag:
     """How far every user's projection stands behind their last event now (``Lag``): one
     query of the log's heads and one round trip for every checkpoint. A checkpoint of
-    another log or price data, or ahead of the log, counts as none: that projection is
-    rebuilt from the start."""
+    another log or price data counts as none: that projection is rebuilt from the start."""
     heads = store.heads()
     stored = redis_store.checkpoints(list(heads))
     current = binding()
@@ -248,7 +313,8 @@ def measure_lag(*, now: float) -> Lag:
     for user_id, head in heads.items():
         checkpoint = stored.get(user_id)
         done = 0
-        if checkpoint is not None and checkpoint.log == current and checkpoint.position <= head:
+        # (Retention may have deleted the user's events up to and past a checkpoint's.)
+        if checkpoint is not None and checkpoint.log == current:
             done = checkpoint.position
         if head > done:
             behind.append(head - done)

@@ -4,6 +4,8 @@ Layout, per user (the ``{u:ID}`` hash tag keeps a user's keys in one Redis Clust
 which the Lua scripts need):
 
     PREFIX:v4:{u:ID}:cp              the checkpoint, LOG:POSITION:EVENT (``Checkpoint``)
+    PREFIX:v4:{u:ID}:epoch           which build of the projection this is: new at every
+                                     reset, so retention can tell it was rebuilt meanwhile
     PREFIX:v4:{u:ID}:m:MINUTE        per-minute bucket hash (MINUTE = epoch seconds)
     PREFIX:v4:{u:ID}:h:HOUR          per-hour rollup of the same
     PREFIX:v4:{u:ID}:tot             totals over all retained events
@@ -22,7 +24,8 @@ which the Lua scripts need):
 Bucket fields: one per measure (``usage.measures.FIELDS``), and the same per model as
 ``FIELD|MODEL``. Project, session and host hashes hold the measures too, and ``first`` and
 ``last``: the earliest and latest timestamp (ms) of their counted messages, whatever order
-the copies arrived in.
+the copies arrived in. An owner left without counted messages loses its hash and its place
+in the index sets, as if it had never been (retention takes whole sessions away).
 
 Every change is applied by one Lua script (``lua/apply.lua``) that also moves the
 checkpoint, so a read never sees an event half applied, and an event at or below the
@@ -34,6 +37,7 @@ takes bounded steps per call (``tests/usage/test_redis_work.py`` counts them).
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -140,8 +144,10 @@ def user_prefix(user_id: int, layout: str = LAYOUT_VERSION) -> str:
 
 class Checkpoint(NamedTuple):
     """Where a projection stands: which log it projects and with which price data
-    (``projector.binding``: ``LOG@PRICES``), the last position it applied, and that event's
-    fingerprint (``events.fingerprint``; "" at 0).
+    (``projector.binding``: ``LOG@PRICES``), the last position it applied, and an event
+    that vouches for it: that event's fingerprint (``events.fingerprint``; "" at 0), or,
+    once retention deleted it, ``FINGERPRINT@POSITION`` of the user's newest event left
+    below it (``@0`` for none; ``witness``).
     Stored as ``LOG:POSITION:EVENT``; while a batch is being written it is ``LOG:writing``,
     which reads as no checkpoint at all (a script that fails half-way leaves it so)."""
 
@@ -151,6 +157,20 @@ class Checkpoint(NamedTuple):
 
     def text(self) -> str:
         return f"{self.log}:{self.position}:{self.event}"
+
+    def witness(self) -> tuple[int, str]:
+        """(position, fingerprint) of the event the log must hold for this checkpoint to
+        be of it (position 0: none needed)."""
+        fingerprint, at, position = self.event.partition("@")
+        return (int(position), fingerprint) if at else (self.position, self.event)
+
+    def vouched_by(self, newest_left: tuple[int, str]) -> Checkpoint:
+        """This checkpoint after retention: the same position, vouched for by the user's
+        newest event left at or below it, (position, fingerprint)."""
+        position, fingerprint = newest_left
+        if position == self.position:
+            return self._replace(event=fingerprint)
+        return self._replace(event=f"{fingerprint}@{position}")
 
 
 def _checkpoint_from(value: str | None) -> Checkpoint | None:
@@ -207,22 +227,44 @@ def apply(
     return None if status < 0 else current
 
 
+def take_back(
+    user_id: int,
+    events: Sequence[tuple[int, Sequence[Contribution]]],
+    *,
+    after: Checkpoint,
+    to: Checkpoint,
+    epoch: str,
+) -> bool:
+    """Retention: apply ``events``' contributions (taking back expired copies) to the
+    projection of build ``epoch`` that stood at ``after`` when they left the log. The
+    checkpoint becomes ``to`` (the same position, vouched for by an event still in the
+    log); one that moved on meanwhile (a later ingest) stays. False, and nothing written,
+    when the projection was reset since (another ``epoch``, no checkpoint, another log):
+    it may not hold what left, so the caller forgets it."""
+    status, _ = _run_apply(user_id, events, after=after, last=to, epoch=epoch)
+    return status > 0
+
+
 def _run_apply(
     user_id: int,
     events: Sequence[tuple[int, Sequence[Contribution]]],
     *,
     after: Checkpoint,
     last: Checkpoint,
+    epoch: str | None = None,
 ) -> tuple[int, Checkpoint | None]:
     payload = _payload(aggregate(events))
     payload.update(
         log=after.log,
         after=after.text(),
+        after_position=after.position,
         last=last.text(),
         last_position=last.position,
         messages_field=MESSAGES_FIELD,
         unpack_limit=UNPACK_LIMIT,
     )
+    if epoch is not None:
+        payload["expire_epoch"] = epoch
     status, stored = _run("apply", user_id, orjson.dumps(payload))
     return int(status), _checkpoint_from(stored or None)
 
@@ -412,8 +454,22 @@ def _short_id(text: str) -> str:
 
 
 def reset_checkpoint(user_id: int, log: str) -> None:
-    """Marks an empty, fully built projection of ``log`` (a user with no events yet)."""
-    client().set(user_prefix(user_id) + "cp", Checkpoint(log, 0, "").text(), nx=True)
+    """Marks an empty, fully built projection of ``log`` (a user with no events yet), a
+    new build of it (a new epoch). Under ``rebuild_lock``, as every reset is."""
+    prefix = user_prefix(user_id)
+    if client().set(prefix + "cp", Checkpoint(log, 0, "").text(), nx=True):
+        client().set(prefix + "epoch", secrets.token_hex(8))
+
+
+def epoch(user_id: int) -> str:
+    """The build the user's projection is ("" for one built before epochs were kept)."""
+    return str(client().get(user_prefix(user_id) + "epoch") or "")
+
+
+def forget(user_id: int) -> None:
+    """Delete the checkpoint only: the projection reads as lost, and the next read, ingest
+    or worker tick rebuilds it from the log."""
+    client().delete(user_prefix(user_id) + "cp")
 
 
 @contextmanager

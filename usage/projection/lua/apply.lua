@@ -1,9 +1,13 @@
 -- Applies one batch: all of a user's events in (after, last], summed in Python into
 -- increments and set/index changes (usage/projection/redis_store.py builds the batch).
 -- All or nothing: the checkpoint must still be `after` (else another writer got there
--- first, and the caller re-reads from the checkpoint). Hashes are never deleted, only taken
--- out of their index set while empty, so the result does not depend on how the log was
--- split into batches.
+-- first, and the caller re-reads from the checkpoint). Hashes of buckets and owners are
+-- deleted when nothing is left in them, and owners taken out of their index set, so the
+-- result does not depend on how the log was split into batches.
+-- Retention (batch.expire_epoch set) applies the contributions of events that just left
+-- the log at or below `after`: the projection must be the same build (epoch) that stood
+-- at `after` when they left; its checkpoint becomes `last` (the same position, naming an
+-- event still in the log), or stays where a later ingest already moved it.
 -- KEYS[1]: the user's key prefix. ARGV[1]: the batch as JSON.
 -- Returns {status, checkpoint}: status 1 applied, 0 already applied, -1 refused.
 local prefix = KEYS[1]
@@ -18,8 +22,20 @@ if not stored then return {-1, ''} end
 local log, position = string.match(stored, '^([^:]*):(%d+):')
 -- Another log's projection, or one left half-written: never added to.
 if log ~= batch.log or not position then return {-1, stored} end
-if tonumber(position) >= batch.last_position then return {0, stored} end
-if stored ~= batch.after then return {-1, stored} end
+local final = batch.last
+if batch.expire_epoch then
+  if (redis.call('GET', prefix .. 'epoch') or '') ~= batch.expire_epoch then
+    return {-1, stored}
+  end
+  if tonumber(position) > batch.after_position then
+    final = stored
+  elseif stored ~= batch.after then
+    return {-1, stored}
+  end
+else
+  if tonumber(position) >= batch.last_position then return {0, stored} end
+  if stored ~= batch.after then return {-1, stored} end
+end
 -- Until the last write below, the checkpoint says "being written": should this script
 -- fail half-way (Redis keeps what it already wrote), the projection reads as lost and is
 -- rebuilt, never served nor added to again.
@@ -83,11 +99,13 @@ if batch.earliest then
   end
 end
 for _, op in ipairs(batch.index) do
-  -- op: {owner hash, index set, member}: in the set while the owner has messages
+  -- op: {owner hash, index set, member}: in the set while the owner has messages; gone,
+  -- names and all, once it has none
   if count_of(prefix .. op[1]) > 0 then
     redis.call('SADD', prefix .. op[2], op[3])
   else
     redis.call('SREM', prefix .. op[2], op[3])
+    redis.call('DEL', prefix .. op[1])
   end
 end
 for _, model in ipairs(batch.unpriced) do
@@ -95,5 +113,5 @@ for _, model in ipairs(batch.unpriced) do
     redis.call('HDEL', prefix .. 'unpriced', model)
   end
 end
-redis.call('SET', prefix .. 'cp', batch.last)
-return {1, batch.last}
+redis.call('SET', prefix .. 'cp', final)
+return {1, final}
