@@ -106,7 +106,7 @@ def ingest_records(
     if outage.skip():  # down, and another request is finding out whether it is back
         raise LogUnavailable("the database is down")
     try:
-        with store.appending():
+        with store.appending(user_id):
             after = store.head(user_id)
             _within_quotas(batch, store.names_in_use(user_id, after.position))
             appended = _append_storable(user_id, batch, now)

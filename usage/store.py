@@ -1,10 +1,14 @@
 """The event log: append, read after a position, retention delete. Nothing else writes it.
 
-Appends are serialised. An auto-increment id alone is not a safe cursor: a transaction that
-took id 7 can commit after one that took id 8, and a reader that saw 8 would skip 7 forever.
-Holding an exclusive lock on the table from before the ids are drawn until commit makes id
-order equal commit order. On SQLite the IMMEDIATE transaction's database write lock does the
-same. Database triggers refuse UPDATE; the only DELETE is retention's.
+A user's appends are serialised. An auto-increment id alone is not a safe cursor: a
+transaction that took id 7 can commit after one that took id 8, and a reader that saw 8
+would skip 7 forever. Every reader follows one user's positions (a projection catching up,
+a dashboard's prompt), so it is enough that one user's ids follow their commits: on
+PostgreSQL a transaction-level advisory lock per user, taken before any id is drawn and held
+until commit, does that, and different users' batches (and retention's deletes) run side by
+side. The one reader of every user's positions at once (``head_position``) waits for the
+appends in flight instead. On SQLite the IMMEDIATE transaction's database write lock
+serialises every append. Database triggers refuse UPDATE; the only DELETE is retention's.
 """
 
 from __future__ import annotations
@@ -97,14 +101,23 @@ def _check_columns() -> None:
 _check_columns()
 
 
+# PostgreSQL advisory locks (two int4 keys): (USER_APPENDS, user id) serialises one user's
+# appends; (ANY_APPENDS, 0) is held shared by every append and exclusively by
+# ``head_position``. Always taken in that order: the shared one first.
+USER_APPENDS = 0x7573_6167  # "usag"
+ANY_APPENDS = USER_APPENDS + 1
+
+
 @contextmanager
-def appending() -> Iterator[None]:
-    """A transaction holding the log's append lock until it commits."""
+def appending(user_id: int) -> Iterator[None]:
+    """A transaction holding the user's append lock until it commits."""
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                # EXCLUSIVE blocks other writers but not plain SELECTs.
-                cursor.execute(f"LOCK TABLE {LoggedEvent._meta.db_table} IN EXCLUSIVE MODE")
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock_shared(%s, 0), pg_advisory_xact_lock(%s, %s)",
+                    [ANY_APPENDS, USER_APPENDS, user_id],
+                )
         yield
 
 
@@ -173,18 +186,20 @@ def prepare(events: Iterable[UsageEvent]) -> list[Pending]:
 
 
 def append_prepared(pending: Sequence[Pending]) -> list[int]:
-    """Append the prepared events (inside ``appending()``); returns their positions, in order.
+    """Append the prepared events, all of one user (inside that user's ``appending()``);
+    returns their positions, in order.
 
     Not the ORM's bulk_create, which spent most of an ingest preparing values one field at
-    a time: PostgreSQL takes a binary COPY, SQLite an executemany. Under the append lock the
-    new rows are exactly those after the previous maximum position, in insertion order."""
+    a time: PostgreSQL takes a binary COPY, SQLite an executemany. Under the user's append
+    lock the user's new rows are exactly those after the previous maximum position, in
+    insertion order."""
     if not pending:
         return []
     rows = [item.row for item in pending]
     try:
         if connection.vendor == "postgresql":
             with connection.wrap_database_errors:  # psycopg's own cursor: Django's errors
-                positions = _append_postgresql(rows)
+                positions = _append_postgresql(pending[0].event.user_id, rows)
         else:
             positions = _append_sqlite(rows)
     except (UnicodeEncodeError, OverflowError) as error:
@@ -216,11 +231,11 @@ def positioned(pending: Sequence[Pending], positions: Sequence[int]) -> list[Usa
 _TABLE = LoggedEvent._meta.db_table
 
 
-def _append_postgresql(rows: list[Sequence[object]]) -> list[int]:
+def _append_postgresql(user_id: int, rows: list[Sequence[object]]) -> list[int]:
     """Binary COPY on Django's connection (same transaction): the fastest way into
     PostgreSQL; the binary format spares psycopg the text formatting of every value. Under
-    the append lock the new positions are exactly those above the previous maximum
-    (sequence values only grow)."""
+    the user's append lock the user's new positions are exactly those above the previous
+    maximum (sequence values only grow; other users' rows may interleave)."""
     import psycopg
 
     connection.ensure_connection()
@@ -232,11 +247,12 @@ def _append_postgresql(rows: list[Sequence[object]]) -> list[int]:
             copy.set_types([column.pg_type for column in COLUMNS])
             for row in rows:
                 copy.write_row(row)
-        # The LIMIT makes the planner walk the primary key from ``before``; without it, on
-        # a table without statistics, it chose a sequential scan of the whole log.
+        # The LIMIT keeps the planner on an index from ``before``; without it, on a table
+        # without statistics, it chose a sequential scan of the whole log.
         cursor.execute(
-            f"SELECT position FROM {_TABLE} WHERE position > %s ORDER BY position LIMIT %s",
-            [before, len(rows)],
+            f"SELECT position FROM {_TABLE} WHERE user_id = %s AND position > %s "
+            "ORDER BY position LIMIT %s",
+            [user_id, before, len(rows)],
         )
         positions = [row[0] for row in cursor.fetchall()]
         if not _statistics.known and positions and positions[-1] >= YOUNG_LOG_ROWS:
@@ -396,8 +412,15 @@ def heads() -> dict[int, int]:
 
 
 def head_position() -> int:
-    """The log's last position (0 while it is empty)."""
-    with connection.cursor() as cursor:
+    """The log's last position (0 while it is empty), with every position below it
+    committed: a reader of every user's events may move its cursor there. Appends are
+    serialised per user only, so an id below the maximum may still be in flight; on
+    PostgreSQL the exclusive ``ANY_APPENDS`` lock waits for the appends (and deletes) in
+    flight and holds new ones back for the one query (a worker tick takes it once). Not a
+    table lock: that would also cancel autovacuum at every tick."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [ANY_APPENDS])
         cursor.execute(f"SELECT COALESCE(MAX(position), 0) FROM {_TABLE}")
         return int(cursor.fetchone()[0])
 
@@ -452,7 +475,7 @@ def delete_events(user_id: int, positions: Sequence[int], *, through: int) -> He
     user's newest event left at or below ``through`` (``Head(0, "")`` for none): a
     checkpoint at ``through`` whose event is gone can name it instead, since nothing of the
     user's lies between them any more."""
-    with appending():
+    with appending(user_id):
         for start in range(0, len(positions), 500):  # under SQLite's parameter limit
             chunk = positions[start : start + 500]
             LoggedEvent.objects.filter(user_id=user_id, position__in=chunk).delete()
@@ -470,7 +493,7 @@ def delete_events(user_id: int, positions: Sequence[int], *, through: int) -> He
 def delete_before(user_id: int, cutoff: datetime) -> int:
     """Delete every event of the user that happened before ``cutoff`` (a user without a
     projection to take them back from); returns how many."""
-    with appending():
+    with appending(user_id):
         deleted, _ = LoggedEvent.objects.filter(user_id=user_id, occurred_at__lt=cutoff).delete()
     _known_names.pop(user_id, None)
     return deleted
