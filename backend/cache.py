@@ -8,6 +8,7 @@ one deployment never meet another's that shares the Redis.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,20 @@ def key_function(key: str, key_prefix: str, version: int | str) -> str:
 
 
 UNCOUNT = "if redis.call('GET', KEYS[1]) then return redis.call('DECR', KEYS[1]) end return 0"
+
+# A sorted set of slots (member: the slot's id, score: when its lease ends, in Redis's own
+# milliseconds). Leases that ended are dropped first; then a slot is taken if fewer than the
+# limit are left. A refused try writes nothing, so it keeps no dead slot alive.
+TAKE_SLOT = """
+redis.replicate_commands()
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 class CountingRedisCache(RedisCache):
@@ -38,6 +53,25 @@ class CountingRedisCache(RedisCache):
             pipeline.expire(full_key, expires_in)
             value, _ = pipeline.execute()
         return int(value)
+
+    def take_slot(self, key: str, *, limit: int, lease_seconds: float) -> str | None:
+        """One of at most ``limit`` slots of ``key``, held until ``give_back`` or until its
+        lease ends (a process that died holding it), whichever comes first; None when all
+        are taken. Returns the slot's id. One round trip."""
+        full_key = self.make_and_validate_key(key)
+        slot = secrets.token_hex(8)
+        lease_ms = max(1, int(lease_seconds * 1000))
+        client: Any = self._cache.get_client(full_key, write=True)
+        taken = client.eval(TAKE_SLOT, 1, full_key, limit, lease_ms, slot)
+        return slot if taken else None
+
+    def give_back(self, key: str, slot: str) -> None:
+        self._cache.get_client(key, write=True).zrem(self.make_and_validate_key(key), slot)
+
+    def slots_taken(self, key: str) -> int:
+        """How many slots of ``key`` are held, lapsed leases included until the next take."""
+        full_key = self.make_and_validate_key(key)
+        return int(self._cache.get_client(full_key).zcard(full_key))
 
     def uncount(self, key: str) -> None:
         """Take one back from the counter ``key`` (``usage.api.throttles.ReleaseInFlight``)."""

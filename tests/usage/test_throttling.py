@@ -4,6 +4,7 @@ Real Redis, real database; only the throttle's clock is fake."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from django.core.checks import Error
 from django.http import HttpRequest, HttpResponse
 from django.test import override_settings
 from pytest_django.fixtures import Settings
-from rest_framework.test import APIClient
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
 
 from backend.checks import check_settings
 from tests.conftest import client_for
@@ -222,13 +224,28 @@ def waiting_clock(monkeypatch: pytest.MonkeyPatch) -> WaitingClock:
     return fake
 
 
-def running(user: User, kind: str, requests: int) -> str:
-    """``requests`` reads or writes of ``user`` running, in other processes; their key."""
-    counter: Any = caches["default"]
-    key = f"in-flight:{kind}:user{user.pk}"
-    for _ in range(requests):
-        counter.count(key, expires_in=60)
-    return key
+class Running:
+    """Reads or writes of a user running in other processes, holding their slots."""
+
+    def __init__(self, user: User, kind: str, requests: int) -> None:
+        counter: Any = caches["default"]
+        self.counter = counter
+        self.key = throttles.in_flight_key(kind, user.pk)
+        self.slots = [
+            counter.take_slot(self.key, limit=requests, lease_seconds=60) for _ in range(requests)
+        ]
+        assert None not in self.slots
+
+    def end_one(self) -> None:
+        self.counter.give_back(self.key, self.slots.pop())
+
+    def taken(self) -> int:
+        """Slots of the key held now, by anyone."""
+        return int(self.counter.slots_taken(self.key))
+
+
+def running(user: User, kind: str, requests: int) -> Running:
+    return Running(user, kind, requests)
 
 
 def test_one_read_and_four_writes_of_a_token_run_at_once_by_default() -> None:
@@ -244,13 +261,12 @@ def test_a_read_over_the_bound_waits_for_a_slot_and_runs_when_one_ends(
     api: APIClient, user: User, settings: Settings, waiting_clock: WaitingClock
 ) -> None:
     settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 2
-    key = running(user, "read", 2)
-    counter: Any = caches["default"]
-    waiting_clock.meanwhile = [lambda: None, lambda: counter.uncount(key)]  # ends after 2 tries
+    others = running(user, "read", 2)
+    waiting_clock.meanwhile = [lambda: None, others.end_one]  # one ends after 2 tries
 
     assert read(api).status_code == 200
     assert waiting_clock.pauses == [0.01, 0.02]
-    assert counter.get(key) == 1  # the waiting read ran and ended; the other still runs
+    assert others.taken() == 1  # the waiting read ran and ended; the other still runs
 
 
 def test_a_read_that_waited_its_time_is_answered_429_with_retry_after(
@@ -258,12 +274,12 @@ def test_a_read_that_waited_its_time_is_answered_429_with_retry_after(
 ) -> None:
     settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
     settings.USAGE_IN_FLIGHT_WAIT_SECONDS = 0.5
-    key = running(user, "read", 1)
+    others = running(user, "read", 1)
 
     assert_rate_limited(read(api), retry_after=1)
     # 0.01 + 0.02 + 0.04 + 8 x 0.05 = 0.47 s; one more pause would pass the 0.5 s
     assert waiting_clock.pauses == [0.01, 0.02, 0.04] + [0.05] * 8
-    assert caches["default"].get(key) == 1  # the refused read holds no slot
+    assert others.taken() == 1  # the refused read holds no slot
 
 
 def test_eight_requests_of_a_token_wait_and_one_more_is_refused_at_once(
@@ -272,7 +288,7 @@ def test_eight_requests_of_a_token_wait_and_one_more_is_refused_at_once(
     settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 2
     slots = running(user, "read", 2)
     counter: Any = caches["default"]
-    waiting = f"{slots}:waiting"
+    waiting = f"{slots.key}:waiting"
     for _ in range(8):  # eight requests of this token waiting, in other processes
         counter.count(waiting, expires_in=60)
 
@@ -281,7 +297,7 @@ def test_eight_requests_of_a_token_wait_and_one_more_is_refused_at_once(
     assert counter.get(waiting) == 8
 
     counter.uncount(waiting)  # seven wait: this one may wait too
-    waiting_clock.meanwhile = [lambda: counter.uncount(slots)]
+    waiting_clock.meanwhile = [slots.end_one]
     assert read(api).status_code == 200
     assert waiting_clock.pauses == [0.01]
     assert counter.get(waiting) == 7  # it waited no longer
@@ -296,13 +312,12 @@ def test_a_waiting_request_gives_its_database_connection_back(
     from django.db import connection
 
     settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
-    key = running(user, "read", 1)
-    counter: Any = caches["default"]
+    other = running(user, "read", 1)
     connected_while_waiting = []
 
     def meanwhile() -> None:
         connected_while_waiting.append(connection.connection is not None)
-        counter.uncount(key)
+        other.end_one()
 
     waiting_clock.meanwhile = [meanwhile]
 
@@ -334,8 +349,9 @@ def test_a_request_that_ended_in_an_error_is_no_longer_counted(
     assert api.post(f"{API}limits/", b"{", content_type="application/json").status_code == 400
 
     assert read(api).status_code == 200
-    assert caches["default"].get(f"in-flight:read:user{user.pk}") == 0
-    assert caches["default"].get(f"in-flight:write:user{user.pk}") == 0
+    counter: Any = caches["default"]
+    assert counter.slots_taken(throttles.in_flight_key("read", user.pk)) == 0
+    assert counter.slots_taken(throttles.in_flight_key("write", user.pk)) == 0
 
 
 def test_another_users_running_requests_do_not_count(
@@ -364,7 +380,31 @@ def test_a_request_whose_redis_went_away_keeps_its_answer_when_its_slot_is_not_r
     nobody = f"redis://127.0.0.1:{free_port()}/0"  # a refused connection, as after a crash
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": nobody}}
     request = HttpRequest()
-    request.usage_in_flight = "in-flight:read:user1"  # type: ignore[attr-defined]
+    request.usage_in_flight = ("in-flight:read:user1", "a-slot")  # type: ignore[attr-defined]
     answer = HttpResponse(status=503)
 
     assert throttles.ReleaseInFlight(lambda request: answer)(request) is answer
+
+
+@pytest.mark.django_db(transaction=True)  # requests outside a test's transaction, as served
+def test_a_slot_whose_process_died_frees_itself_while_its_user_keeps_asking(
+    api: APIClient, user: User, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daphne process stopped in the middle of a read never gives its slot back. A
+    # dashboard that asks again every 100 ms must get in once the slot's lease is over: a
+    # refused attempt must not keep a dead slot alive.
+    monkeypatch.setattr(throttles, "SLOT_LEASE_SECONDS", 1)
+    settings.USAGE_MAX_READS_IN_FLIGHT_PER_TOKEN = 1
+    settings.USAGE_IN_FLIGHT_WAIT_SECONDS = 0
+    request = Request(APIRequestFactory().get(f"{API}stats/"))
+    request.user = user
+    assert throttles.InFlightThrottle().allow_request(request, view=None)  # never released
+
+    statuses = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and 200 not in statuses:
+        statuses.append(read(api).status_code)
+        time.sleep(0.1)
+
+    assert statuses[0] == 429
+    assert statuses[-1] == 200

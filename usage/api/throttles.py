@@ -91,11 +91,13 @@ class InFlightThrottle(BaseThrottle):
     request holds a thread (it gives its database connection back first, so waiting users
     cannot empty a process's pool). A refusal carries ``Retry-After: 1``.
 
-    The count is one Redis counter per user and kind: one more while a request runs, one less
-    when it ends (``ReleaseInFlight``, a middleware, so it ends whatever the view did). A
-    waiting request holds no slot; it tries again after a pause, and is counted in a second
-    counter while it waits. Both expire a minute after they were last counted, so a process
-    killed mid-request cannot leave a user refused for longer."""
+    The slots are one Redis sorted set per user and kind: a request takes one before it runs
+    and gives it back when it ends (``ReleaseInFlight``, a middleware, so it ends whatever
+    the view did). Each slot is leased for ``SLOT_LEASE_SECONDS``: a process stopped or
+    killed mid-request leaves its slot held that long at most, however often the user asks
+    meanwhile (a refused try writes nothing). A waiting request holds no slot; it tries
+    again after a pause, and is counted in a counter while it waits, which expires a minute
+    after it was last counted."""
 
     # The clock and the pause between tries, replaceable in tests.
     timer: Callable[[], float] = time.monotonic
@@ -112,31 +114,35 @@ class InFlightThrottle(BaseThrottle):
         limit = getattr(settings, f"USAGE_MAX_{kind.upper()}S_IN_FLIGHT_PER_TOKEN")
         if limit <= 0:
             return True
-        key = f"in-flight:{kind}:user{user.pk}"
-        self.refused = not self._take_a_slot(key, limit)
-        if not self.refused:
-            request._request.usage_in_flight = key  # type: ignore[attr-defined]  # released after
+        key = in_flight_key(kind, user.pk)
+        slot = self._take_a_slot(key, limit)
+        self.refused = slot is None
+        if slot is not None:
+            # given back after the response (ReleaseInFlight)
+            request._request.usage_in_flight = (key, slot)  # type: ignore[attr-defined]
         return not self.refused
 
-    def _take_a_slot(self, key: str, limit: int) -> bool:
+    def _take_a_slot(self, key: str, limit: int) -> str | None:
         counter = cast(InFlightCounter, caches["default"])
-        if _took_a_slot(counter, key, limit):
-            return True
+        slot = counter.take_slot(key, limit=limit, lease_seconds=SLOT_LEASE_SECONDS)
+        if slot is not None:
+            return slot
         # Waiting requests hold no slot, so they are counted apart, while they wait.
         waiting = f"{key}:waiting"
         try:
             if counter.count(waiting, expires_in=WINDOW_SECONDS) > MAX_WAITING:
-                return False
+                return None
             deadline = self.timer() + settings.USAGE_IN_FLIGHT_WAIT_SECONDS
             pause = FIRST_PAUSE_SECONDS
             while self.timer() + pause <= deadline:
                 if not connection.in_atomic_block:
                     connection.close()  # back to the pool (PostgreSQL); the view reopens it
                 self.sleep(pause)
-                if _took_a_slot(counter, key, limit):
-                    return True
+                slot = counter.take_slot(key, limit=limit, lease_seconds=SLOT_LEASE_SECONDS)
+                if slot is not None:
+                    return slot
                 pause = min(2 * pause, LAST_PAUSE_SECONDS)
-            return False
+            return None
         finally:
             counter.uncount(waiting)
 
@@ -146,6 +152,9 @@ class InFlightThrottle(BaseThrottle):
 
 # Requests of one token waiting for a slot at once (each holds a thread).
 MAX_WAITING = 8
+# How long a slot stays taken if its request never gives it back (its process died): far
+# longer than any request runs (an ingest of the largest batch takes a few seconds).
+SLOT_LEASE_SECONDS = 60
 # A waiting request tries again after 10 ms, then 20, 40, 50, 50 ... ms.
 FIRST_PAUSE_SECONDS = 0.01
 LAST_PAUSE_SECONDS = 0.05
@@ -154,13 +163,14 @@ LAST_PAUSE_SECONDS = 0.05
 class InFlightCounter(WindowCounter, Protocol):
     def uncount(self, key: str) -> None: ...
 
+    def take_slot(self, key: str, *, limit: int, lease_seconds: float) -> str | None: ...
 
-def _took_a_slot(counter: InFlightCounter, key: str, limit: int) -> bool:
-    """One more of ``key`` running, if that stays within ``limit``."""
-    if counter.count(key, expires_in=WINDOW_SECONDS) <= limit:
-        return True
-    counter.uncount(key)  # not taken: a request over the bound holds no slot
-    return False
+    def give_back(self, key: str, slot: str) -> None: ...
+
+
+def in_flight_key(kind: str, user_id: int) -> str:
+    """The slots of a user's reads or writes (``kind``)."""
+    return f"in-flight:{kind}:user{user_id}"
 
 
 class ReleaseInFlight:
@@ -173,15 +183,15 @@ class ReleaseInFlight:
         try:
             return self.get_response(request)
         finally:
-            key = getattr(request, "usage_in_flight", None)
-            if key is not None:
-                _release(key)
+            taken = getattr(request, "usage_in_flight", None)
+            if taken is not None:
+                _release(*taken)
 
 
-def _release(key: str) -> None:
-    """One less of ``key`` running. With Redis gone, the answer (a 503 by then) stands: the
-    counter expires a minute after it was last counted."""
+def _release(key: str, slot: str) -> None:
+    """Give the slot back. With Redis gone, the answer (a 503 by then) stands: the slot's
+    lease ends by itself."""
     try:
-        cast(InFlightCounter, caches["default"]).uncount(key)
+        cast(InFlightCounter, caches["default"]).give_back(key, slot)
     except PROJECTIONS_UNREACHABLE as error:
         log.warning("in-flight count not released, redis unavailable: %s", error)
