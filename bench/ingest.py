@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.ingest             # 200,000 records, as `make run` + the agent
     .venv/bin/python -m bench.ingest --workers 1 --concurrency 1 --keep-alive   # one daphne
     .venv/bin/python -m bench.ingest --profile   # where the time goes
+    .venv/bin/python -m bench.ingest --users 50  # 1 and 50 users, by daphne processes
 
 The records are generated and gzip'd before the clock starts (the agent compresses on its own
 machine), then POSTed as NDJSON batches of 1,000 to the server as ``make run`` starts it
@@ -13,6 +14,13 @@ whole batch. The baseline then reads the very rows
 the server wrote, truncates ``usage_event`` and inserts them again with psycopg's
 ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING``, one commit per 1,000 rows, as the
 server commits once per batch.
+
+``--users N`` measures how ingest scales with users: for each count of daphne processes in
+``--sweep-workers`` (1, 2, 4), a fresh log takes the records once from one user and once
+from N users (batch i from user i mod N), each user's agent sending at most two batches at
+once (so one user has 2 clients in flight; N users min(2 N, 4 per process)). One user's
+batches wait for each other (appends are serialised per user); many users' run side by side
+until the CPU, PostgreSQL or Redis binds. The table gives records/s and the CPU split.
 
 ``--profile`` runs the server under py-spy when a ``py-spy`` executable is found (PATH or
 .venv/bin), else profiles ``services.ingest_records`` in-process with cProfile; either way it
@@ -54,6 +62,8 @@ from bench.common import (
     DEFAULT_DATABASE,
     DEFAULT_REDIS_URL,
     HOSTS,
+    MANAGE_SECONDS,
+    PYTHON,
     REPO,
     BenchEnv,
     Client,
@@ -70,6 +80,7 @@ from bench.common import (
     stop_on_sigterm,
     tree_pids,
 )
+from tests.support import manage
 
 BATCH = 1000
 EVENTS = API + "events/"
@@ -133,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_machine()
         if args.profile and _profiler(args) == "cprofile":
             _profile_in_process(env, args, deadline)
+        elif args.users > 1:
+            _users_benchmark(env, args, deadline)
         else:
             _benchmark(env, args, deadline)
     finally:
@@ -176,14 +189,28 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="ANALYZE usage_event after the warm-up (a diagnostic: gives the planner the "
         "statistics autovacuum would have in steady state; off for the benchmark itself)",
     )
+    parser.add_argument(
+        "--users", type=int, default=1, help="with more than 1: the users table (see above)"
+    )
+    parser.add_argument(
+        "--sweep-workers",
+        default="1,2,4",
+        help="with --users: the daphne processes of each row, comma-separated",
+    )
     parser.add_argument("--database", default=DEFAULT_DATABASE)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--time-budget", type=float, default=1800.0, help="seconds, whole run")
     args = parser.parse_args(argv)
     if args.records < BATCH or args.records % BATCH:
         parser.error(f"--records must be a positive multiple of {BATCH}")
-    if args.concurrency < 1 or args.servers < 1 or (args.workers or 1) < 1:
-        parser.error("--concurrency, --servers and --workers must be at least 1")
+    if args.concurrency < 1 or args.servers < 1 or (args.workers or 1) < 1 or args.users < 1:
+        parser.error("--concurrency, --servers, --workers and --users must be at least 1")
+    try:
+        args.sweep = [int(part) for part in args.sweep_workers.split(",")]
+    except ValueError:
+        parser.error("--sweep-workers: whole numbers, comma-separated")
+    if not args.sweep or min(args.sweep) < 1:
+        parser.error("--sweep-workers: whole numbers from 1")
     if args.profile and args.profiler == "py-spy" and _py_spy() is None:
         parser.error("--profiler py-spy: no py-spy executable on PATH or in .venv/bin")
     return args
@@ -242,6 +269,95 @@ def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> N
         _print_profile(costs, total, unit="samples")
 
 
+@dataclass(frozen=True)
+class UsersRow:
+    workers: int
+    users: int
+    clients: int
+    load: LoadResult
+
+
+def _users_benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> None:
+    print(
+        f"\nusers: {args.records:,} records per run in gzip'd NDJSON batches of {BATCH:,}, "
+        f"from 1 user and from {args.users} users, by daphne processes {args.sweep}; "
+        "a new connection per batch"
+    )
+    rows = []
+    for workers in args.sweep:
+        for users in (1, args.users):
+            prepare(env)
+            tokens = _tokens(env, users)
+            clients = min(2 * users, 4 * workers)
+            warm_up, timed = _bodies(args, warm_up_batches=2 * workers)
+            with servers(env, 1, workers=workers) as started:
+                port = started[0].port
+                _post_all(
+                    [port], tokens, warm_up, concurrency=len(warm_up), fresh=True, deadline=deadline
+                )
+                load = _post_all(
+                    [port],
+                    tokens,
+                    timed,
+                    concurrency=clients,
+                    fresh=True,
+                    deadline=deadline,
+                    server_pids=tree_pids(started[0].pid),
+                )
+                _check_users_totals(port, tokens, runs=(len(warm_up), len(timed)))
+            rows.append(UsersRow(workers, users, clients, load))
+            print(f"  {workers} process(es), {users} user(s): {rate(load.records, load.seconds)}/s")
+    plain_seconds = _plain_insert(env, skip=len(warm_up) * BATCH, expected=args.records)
+    _report_users(rows, args.records / plain_seconds)
+
+
+def _tokens(env: BenchEnv, count: int) -> list[str]:
+    """API tokens of ``count`` users (the first is ``prepare``'s), made in one process."""
+    code = (
+        "from django.contrib.auth.models import User\n"
+        "from rest_framework.authtoken.models import Token\n"
+        f"for i in range({count}):\n"
+        f"    user, _ = User.objects.get_or_create(username=f'{BENCH_USER}{{i}}')\n"
+        "    print('token', Token.objects.get_or_create(user=user)[0].key)\n"
+    )
+    printed = manage(env.variables(), "shell", "-c", code, timeout=MANAGE_SECONDS, python=PYTHON)
+    tokens = [line.split()[1] for line in printed.splitlines() if line.startswith("token ")]
+    if len(tokens) != count:
+        raise RuntimeError(f"made {len(tokens)} tokens, wanted {count}")
+    return tokens
+
+
+def _check_users_totals(port: int, tokens: Sequence[str], *, runs: Sequence[int]) -> None:
+    """Every user's projection counts exactly its own batches: of each run of batches (the
+    warm-up, the timed one), batch i is user i mod T's."""
+    for index, token in enumerate(tokens):
+        batches = sum(len(range(index, run, len(tokens))) for run in runs)
+        _check_totals(port, token, expected=batches * BATCH)
+
+
+def _report_users(rows: Sequence[UsersRow], plain: float) -> None:
+    users = max(row.users for row in rows)
+    print(
+        f"\n{'daphne processes':>16} {'users':>6} {'clients':>8} {'records/s':>10} "
+        f"{'vs 1 user':>9} {'vs plain':>9} {'p50 ms':>7} {'p99 ms':>7}  CPU s: daphne / PG / Redis"
+    )
+    single = {row.workers: row.load.records / row.load.seconds for row in rows if row.users == 1}
+    for row in rows:
+        per_second = row.load.records / row.load.seconds
+        cpu = list(row.load.cpu.values())  # client, daphne, PostgreSQL, Redis
+        print(
+            f"{row.workers:>16} {row.users:>6} {row.clients:>8} {per_second:>10,.0f} "
+            f"{per_second / single[row.workers]:>9.2f} {per_second / plain:>9.2f} "
+            f"{percentile(row.load.latencies, 0.5) * 1000:>7.0f} "
+            f"{percentile(row.load.latencies, 0.99) * 1000:>7.0f}  "
+            + " / ".join(f"{seconds:.1f}" for seconds in cpu[1:])
+        )
+    print(
+        f"plain INSERT ... ON CONFLICT DO NOTHING executemany (the last run's rows): "
+        f"{plain:,.0f} records/s; {users} users' rows are the same records as 1 user's"
+    )
+
+
 def _bodies(args: argparse.Namespace, *, warm_up_batches: int) -> tuple[list[bytes], list[bytes]]:
     """The warm-up batches (the oldest records), then the timed batches."""
     began = time.perf_counter()
@@ -261,7 +377,7 @@ def _bodies(args: argparse.Namespace, *, warm_up_batches: int) -> tuple[list[byt
 
 def _post_all(
     ports: Sequence[int],
-    token: str,
+    token: str | Sequence[str],
     bodies: Sequence[bytes],
     *,
     concurrency: int,
@@ -270,7 +386,9 @@ def _post_all(
     server_pids: Sequence[int] = (),
 ) -> LoadResult:
     """POST ``bodies`` from ``concurrency`` threads (thread i uses address i mod S), with a
-    new connection per batch if ``fresh``."""
+    new connection per batch if ``fresh``; batch i with ``token``, or of several tokens
+    the (i mod T)th."""
+    tokens = [token] if isinstance(token, str) else list(token)
     work: SimpleQueue[tuple[int, bytes]] = SimpleQueue()
     for item in enumerate(bodies):
         work.put(item)
@@ -279,14 +397,15 @@ def _post_all(
     stop = threading.Event()
 
     def worker(thread: int) -> None:
-        client = Client(ports[thread % len(ports)], token, connection_per_request=fresh)
+        client = Client(ports[thread % len(ports)], tokens[0], connection_per_request=fresh)
         try:
             while not stop.is_set():
                 try:
                     index, body = work.get_nowait()
                 except Empty:
                     return
-                problem = _post_one(client, index, body, spans, deadline)
+                owner = tokens[index % len(tokens)]
+                problem = _post_one(client, index, body, spans, deadline, token=owner)
                 if problem:
                     failures.append(problem)
                     stop.set()
@@ -324,10 +443,13 @@ def _post_one(
     body: bytes,
     spans: list[tuple[float, float]],
     deadline: Deadline,
+    *,
+    token: str,
 ) -> str | None:
     """One batch; a description of what went wrong, or None."""
     deadline.check("posting batches")
     headers = {
+        "Authorization": f"Token {token}",
         "Content-Type": "application/x-ndjson",
         "Content-Encoding": "gzip",
         "X-Usage-Host": HOSTS[index % len(HOSTS)],
