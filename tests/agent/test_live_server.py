@@ -367,3 +367,42 @@ def test_a_subagent_log_is_shipped_too(agent: Agent, projects: Path) -> None:
     subagent = projects / "-home-dev-api" / "session-1" / "subagents" / "agent-7.jsonl"
     append(subagent, assistant_line("msg_sub", "req_sub", sidechain=True))
     assert agent.sync()["records_sent"] == 1
+
+
+def daphne_workers(launcher: ServerProcess) -> list[int]:
+    """The daphne processes ``python -m backend.serve`` started (its children)."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
+def test_a_daphne_worker_killed_again_and_again_mid_sync_gives_the_clean_totals(
+    projects: Path, tmp_path: Path, migrated_database: Path
+) -> None:
+    # Two daphne workers as `make run` starts them; one of them, at random, is SIGKILLed
+    # while the agent streams batches of 10 (a batch is in flight nearly all the time).
+    # The launcher then stops the other and exits; it is started again, the agent retries
+    # what was not acknowledged, and nothing is lost or counted twice.
+    expected = generate_tree(projects, files=16, messages=60, seed=7)
+    rng = random.Random(7)
+    base = tmp_path / "two-workers"
+    base.mkdir()
+    with fixtures.running_server(base, migrated_database, workers=2) as server:
+        agent = Agent(UsageServer(server.url, server.token), projects.parent, base / "state.json")
+        running = agent.start("sync", "--batch-size", "10")
+        kills = 0
+        for _ in range(3):
+            wait_until(agent.state_file.exists, "an acknowledged batch")
+            time.sleep(rng.uniform(0.05, 0.5))
+            if running.poll() is not None:
+                break
+            os.kill(rng.choice(daphne_workers(server)), signal.SIGKILL)
+            kills += 1
+            assert server.process is not None
+            server.process.wait(timeout=WAIT_SECONDS)  # the launcher gives up on its own
+            server.start()
+        _, err = running.communicate(timeout=180)
+        assert kills >= 2, "the sync finished before the kills"
+        assert running.returncode == 0, err
+        assert "retry" in err
+        assert_totals(agent.server, expected.totals)
+        agent.everything_is_on_the_server(tmp_path)
