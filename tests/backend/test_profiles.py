@@ -10,6 +10,7 @@ import http.client
 import os
 import runpy
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -329,6 +330,25 @@ def test_check_deploy_in_production_is_clean(tmp_path: Path) -> None:
     assert done.stderr == ""
     # security.W021 (HSTS preload) is silenced: it is the domain owner's decision.
     assert done.stdout == "System check identified no issues (1 silenced).\n"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
+def test_every_make_target_runs_in_the_local_profile() -> None:
+    """``make run`` on a fresh clone: no configuration, the embedded defaults."""
+    printing = "print-usage-profile: ; @echo $$USAGE_PROFILE"
+    env = {key: value for key, value in os.environ.items() if key != "USAGE_PROFILE"}
+
+    done = subprocess.run(
+        ["make", "-s", "--eval", printing, "print-usage-profile"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+
+    assert done.stdout == "local\n"
 
 
 def test_debug_alone_is_a_developers_run_on_the_embedded_defaults(tmp_path: Path) -> None:
