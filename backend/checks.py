@@ -218,7 +218,12 @@ def _missing() -> list[str]:
     lines = []
     if settings.USAGE_PROFILE == profiles.PRODUCTION:
         unset: list[str] = settings.UNSET_SETTINGS
-        lines += [f"{name} is not set: {NOT_SET_IN_PRODUCTION[name]}" for name in unset]
+        # An empty DATABASE_URL is already reported as a value that does not read.
+        lines += [
+            f"{name} is not set: {NOT_SET_IN_PRODUCTION[name]}"
+            for name in unset
+            if name not in settings.UNREADABLE_SETTINGS
+        ]
         if "SECRET_KEY" not in unset and settings.SECRET_KEY == settings.LOCAL_SECRET_KEY:
             lines.append(PUBLISHED_SECRET_KEY)
     # Whatever the profile: behind no trusted proxy no request is ever HTTPS, and every one

@@ -82,7 +82,8 @@ USAGE_PROFILE = _read("USAGE_PROFILE", profiles.default(debug=DEBUG), profiles.p
 # A fixed key for the embedded default keeps sessions valid across restarts of a local
 # install. The production profile refuses to start without a key of its own, or with this one.
 LOCAL_SECRET_KEY = "claude-usage-local-only-change-me-in-production"
-SECRET_KEY = env.str("SECRET_KEY", default="") or LOCAL_SECRET_KEY
+# Blank counts as unset, here as in UNSET_SETTINGS.
+SECRET_KEY = env.str("SECRET_KEY", default="").strip() or LOCAL_SECRET_KEY
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

@@ -173,6 +173,16 @@ def test_production_without_configuration_gets_one_line_per_missing_variable() -
     assert all(" is not set: " in line and "\n" not in line for line in reported)
 
 
+def test_an_empty_database_url_gets_one_line_not_two() -> None:
+    reported = lines(
+        **PRODUCTION_UNSET,
+        UNREADABLE_SETTINGS={"DATABASE_URL": ""},
+    )
+
+    naming = [line for line in reported if "DATABASE_URL" in line]
+    assert naming == ["DATABASE_URL='': must be a sqlite:/// or postgres:// URL"]
+
+
 def test_the_local_profile_needs_none_of_them() -> None:
     assert lines(**{**PRODUCTION_UNSET, "USAGE_PROFILE": "local", "USAGE_TLS_PROXY": False}) == []
 
