@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The server's image, for docker-compose.yml (web, worker, migrate) or any platform that runs
 # containers. In the production profile: it refuses to start without DATABASE_URL, REDIS_URL,
 # SECRET_KEY and USAGE_TRUSTED_PROXIES (README "Deployment").
