@@ -5,6 +5,11 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed-stamp
+# Every target here is one machine's: with nothing configured, a SQLite file and an embedded
+# Redis under var/ (backend/profiles.py). Outside the Makefile the default is production,
+# which refuses to start without DATABASE_URL, REDIS_URL and SECRET_KEY.
+USAGE_PROFILE ?= local
+export USAGE_PROFILE
 
 .PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse clean
 

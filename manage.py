@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Django's command line, with the embedded Redis for the commands that use Redis.
 
-The settings read ``REDIS_URL`` once, as they load; without one, the commands that use
-Redis need the embedded server started (or joined) and named in the environment first
-(``backend/embedded_redis.py``). The others (``migrate``, ``check``, ``create_token``, ...)
+The settings read ``REDIS_URL`` once, as they load; without one, in the local profile, the
+commands that use Redis need the embedded server started (or joined) and named in the
+environment first (``backend/embedded_redis.py``; the production profile refuses to run
+them instead). The others (``migrate``, ``check``, ``create_token``, ...)
 start nothing. tests/backend/test_manage.py fails for a command of ours that is in neither
 set, so a new command cannot be forgotten.
 """

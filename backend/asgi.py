@@ -1,8 +1,9 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
 Also what a daphne started on its own (without ``backend.serve``) runs first: it starts or
-joins the embedded Redis when there is no ``REDIS_URL``, and refuses to serve, with one line
-per problem, when a system check fails (a setting outside its allowed values).
+joins the embedded Redis when there is no ``REDIS_URL`` (in the local profile), and refuses
+to serve, with one line per problem, when a system check fails (a setting outside its
+allowed values, a variable the production profile needs).
 """
 
 import gc

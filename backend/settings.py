@@ -1,10 +1,14 @@
 """Settings: environment in, Django settings out. Nothing else lives here: importing this
 module creates nothing and starts nothing (mypy's Django plugin imports it too).
 
-With no environment at all the server runs on a SQLite file and an embedded real Redis
-server, both under ``var/``. Production sets ``DATABASE_URL`` and ``REDIS_URL``. An empty
-``REDIS_URL`` means the embedded server, which the entry points start and name in the
-environment before these settings load (``backend/embedded_redis.py``).
+In the local profile (``USAGE_PROFILE=local``, which ``make run`` and ``make test`` set),
+with no other environment the server runs on a SQLite file and an embedded real Redis server,
+both under ``var/``. An empty ``REDIS_URL`` there means the embedded server, which the entry
+points start and name in the environment before these settings load
+(``backend/embedded_redis.py``). The production profile, the default outside the Makefile,
+has no such defaults: the system checks refuse to start without ``DATABASE_URL``,
+``REDIS_URL`` and ``SECRET_KEY`` (``UNSET_SETTINGS``), and it expects TLS at a reverse proxy
+(``USAGE_TLS_PROXY``). See ``backend/profiles.py``.
 
 A value that does not parse (``USAGE_RETENTION_HOURS=abc``) is kept as text in
 ``UNREADABLE_SETTINGS`` and its setting keeps the default, so that Django still sets up
@@ -20,6 +24,7 @@ from typing import TypeVar
 import environ
 from csp.constants import NONE, SELF
 
+from backend import profiles
 from backend.embedded_redis import REPOSITORY, var_dir
 
 Value = TypeVar("Value")  # not upper case: Django would take it for a setting
@@ -31,6 +36,13 @@ env = environ.Env()
 
 # Setting name -> the environment's text, for each value that did not parse.
 UNREADABLE_SETTINGS: dict[str, str] = {}
+# What the production profile needs from the environment, with no default to stand in: the
+# embedded ones would give every container a database and a Redis of its own (the web
+# processes and the worker would not even share them), and everyone the published key.
+REQUIRED_IN_PRODUCTION = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
+# Those of them unset or empty here, for the system checks (backend/checks.py). Read before
+# anything else: REDIS_URL is only ever filled in by the entry points in the local profile.
+UNSET_SETTINGS = [name for name in REQUIRED_IN_PRODUCTION if not os.environ.get(name, "").strip()]
 
 
 def _read(name: str, default: Value, parse: Callable[[str], Value]) -> Value:
@@ -49,9 +61,9 @@ def _boolean(text: str) -> bool:
     # django-environ's words for true; anything else that is not a word for false is a
     # mistake (DEBUG=ture) rather than False.
     word = text.strip().lower()
-    if word in {"true", "on", "ok", "y", "yes", "1"}:
+    if word in profiles.TRUE_WORDS:
         return True
-    if word in {"false", "off", "n", "no", "0"}:
+    if word in profiles.FALSE_WORDS:
         return False
     raise ValueError(text)
 
@@ -65,15 +77,29 @@ def _log_level(text: str) -> str:
 
 
 DEBUG = _read("DEBUG", False, _boolean)
-# A fixed key for the embedded default keeps tokens and sessions valid across restarts of a
-# local install; any deployment sets its own.
-SECRET_KEY = env.str("SECRET_KEY", default="claude-usage-local-only-change-me-in-production")
+# "local" or "production" (backend/profiles.py); one that does not read is refused at start.
+USAGE_PROFILE = _read("USAGE_PROFILE", profiles.default(debug=DEBUG), profiles.parse)
+# A fixed key for the embedded default keeps sessions valid across restarts of a local
+# install. The production profile refuses to start without a key of its own, or with this one.
+LOCAL_SECRET_KEY = "claude-usage-local-only-change-me-in-production"
+# Blank counts as unset, here as in UNSET_SETTINGS.
+SECRET_KEY = env.str("SECRET_KEY", default="").strip() or LOCAL_SECRET_KEY
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Addresses or networks of the reverse proxies whose X-Forwarded-For / -Proto count
 # (backend/proxies.py); empty: none, the peer's own address is the client's.
 USAGE_TRUSTED_PROXIES = env.list("USAGE_TRUSTED_PROXIES", default=[])
+# A reverse proxy among USAGE_TRUSTED_PROXIES terminates TLS and says so in X-Forwarded-Proto,
+# which daphne turns into the request's scheme (backend/proxies.py): plain HTTP is then
+# redirected to HTTPS, with HSTS and Secure cookies (below). The production profile's default.
+USAGE_TLS_PROXY = _read("USAGE_TLS_PROXY", USAGE_PROFILE == profiles.PRODUCTION, _boolean)
+# Strict-Transport-Security on every HTTPS answer while USAGE_TLS_PROXY holds: a year, the
+# host's subdomains too; 0 sends none. Preloading commits the whole registrable domain,
+# which only its owner can decide.
+USAGE_HSTS_SECONDS = _read("USAGE_HSTS_SECONDS", 365 * 24 * 3600, int)
+USAGE_HSTS_INCLUDE_SUBDOMAINS = _read("USAGE_HSTS_INCLUDE_SUBDOMAINS", True, _boolean)
+USAGE_HSTS_PRELOAD = _read("USAGE_HSTS_PRELOAD", False, _boolean)
 LOG_LEVEL = _read("LOG_LEVEL", "INFO", _log_level)
 # /metrics asks for "Authorization: Bearer <it>" when set; empty: served to loopback only
 # (operations/access.py).
@@ -158,8 +184,26 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # X-Frame-Options: DENY, for browsers that predate CSP's frame-ancestors (below).
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "usage.api.throttles.ReleaseInFlight",
 ]
+
+# HTTPS behind the proxy (USAGE_TLS_PROXY). The request's scheme comes from daphne, which
+# takes X-Forwarded-Proto from USAGE_TRUSTED_PROXIES only (backend/proxies.py); Django's
+# SECURE_PROXY_SSL_HEADER would believe the header from any client, so it stays unset.
+SECURE_SSL_REDIRECT = USAGE_TLS_PROXY
+# The probes and Prometheus reach the processes directly over plain HTTP from inside the
+# network, not through the proxy: never redirected (paths without their leading slash).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = USAGE_HSTS_SECONDS if USAGE_TLS_PROXY else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = USAGE_HSTS_INCLUDE_SUBDOMAINS
+SECURE_HSTS_PRELOAD = USAGE_HSTS_PRELOAD
+SESSION_COOKIE_SECURE = USAGE_TLS_PROXY
+CSRF_COOKIE_SECURE = USAGE_TLS_PROXY
+# security.W021 asks for HSTS preloading, which is USAGE_HSTS_PRELOAD's decision to make (see
+# above); check --deploy says everything else.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 ROOT_URLCONF = "backend.urls"
 ASGI_APPLICATION = "backend.asgi.application"

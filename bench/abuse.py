@@ -1076,6 +1076,8 @@ def postgres_setting(database: str, redis_url: str | None) -> Setting:
 def _common_variables(var_dir: Path) -> dict[str, str]:
     return {
         "DJANGO_SETTINGS_MODULE": "backend.settings",
+        # make run's profile: the embedded defaults, plain HTTP (backend/profiles.py)
+        "USAGE_PROFILE": "local",
         "USAGE_VAR_DIR": str(var_dir),
         "USAGE_RETENTION_HOURS": "0",  # a history of thousands of windows is one attack
         "DEBUG": "false",

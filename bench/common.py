@@ -93,6 +93,7 @@ class BenchEnv:
         return {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "backend.settings",
+            "USAGE_PROFILE": "local",  # plain HTTP and the local key (backend/profiles.py)
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "USAGE_REDIS_PREFIX": self.redis_prefix,

@@ -174,6 +174,7 @@ def server_env(database_url: str, scenario: Scenario, var_dir: Path) -> dict[str
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "backend.settings",
+        "USAGE_PROFILE": "local",  # plain HTTP and the local key (backend/profiles.py)
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "USAGE_REDIS_PREFIX": REDIS_PREFIX,

@@ -45,13 +45,15 @@ def free_port() -> int:
 
 
 def server_env(workdir: Path, prefix: str, **variables: str) -> dict[str, str]:
-    """The environment of a server of a test's own: a SQLite file in ``workdir`` and the
-    suite's Redis under the key prefix ``prefix`` (``drop_keys`` removes its keys)."""
+    """The environment of a server of a test's own: the local profile, a SQLite file in
+    ``workdir`` and the suite's Redis under the key prefix ``prefix`` (``drop_keys`` removes
+    its keys)."""
     from django.conf import settings  # a test's settings, loaded by then
 
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "backend.settings",
+        "USAGE_PROFILE": "local",  # backend/profiles.py: DATABASE_URL is set, SECRET_KEY not
         "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
         "REDIS_URL": settings.REDIS_URL,
         "USAGE_REDIS_PREFIX": prefix,

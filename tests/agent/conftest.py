@@ -51,6 +51,7 @@ def server_env(workdir: Path) -> dict[str, str]:
         # gets an embedded one of its own instead, below, gone with the test's directory.
         del env["REDIS_URL"]
     env.update(
+        USAGE_PROFILE="local",  # the embedded defaults (backend/profiles.py): no SECRET_KEY
         DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
         USAGE_RETENTION_HOURS="0",
         USAGE_VAR_DIR=str(workdir / "var"),  # its embedded Redis lives here, if it has one

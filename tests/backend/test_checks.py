@@ -69,6 +69,10 @@ REFUSED: list[tuple[str, object, str]] = [
     ("USAGE_WS_MAX_BUFFERED_BYTES", 0, "USAGE_WS_MAX_BUFFERED_BYTES=0: must be a whole number"),
     ("DB_POOL_SIZE", 0, "DB_POOL_SIZE=0: must be a whole number >= 1"),
     ("DB_POOL_SIZE", True, "DB_POOL_SIZE=True: must be a whole number >= 1"),
+    ("USAGE_PROFILE", "Production", "USAGE_PROFILE='Production': must be one of 'local', 'pro"),
+    ("USAGE_TLS_PROXY", "yes", "USAGE_TLS_PROXY='yes': must be true or false"),
+    ("USAGE_HSTS_SECONDS", -1, "USAGE_HSTS_SECONDS=-1: must be a whole number >= 0"),
+    ("USAGE_HSTS_INCLUDE_SUBDOMAINS", 1, "USAGE_HSTS_INCLUDE_SUBDOMAINS=1: must be true or false"),
 ]
 
 # (setting, a value at the edge of its rule)
@@ -94,6 +98,10 @@ ACCEPTED: list[tuple[str, object]] = [
     ("USAGE_WS_RESYNC_SECONDS", 0.01),
     ("USAGE_WS_MAX_BUFFERED_BYTES", 1),
     ("DB_POOL_SIZE", 1),
+    ("USAGE_PROFILE", "local"),  # production: tests/backend/test_profiles.py
+    ("USAGE_TLS_PROXY", False),
+    ("USAGE_HSTS_SECONDS", 0),
+    ("USAGE_HSTS_PRELOAD", True),
 ]
 
 

@@ -23,6 +23,7 @@ WAIT_MS = 30_000
 def main(argv: list[str]) -> int:
     output = Path(argv[0]) if argv else OUTPUT
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+    os.environ.setdefault("USAGE_PROFILE", "local")  # the embedded defaults, as make run
     from backend.embedded_redis import ensure_redis_url, ensure_var_dir
 
     ensure_var_dir()
