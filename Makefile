@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 USAGE_PROFILE ?= local
 export USAGE_PROFILE
 
-.PHONY: run test lint bench-ingest bench-phases bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse clean
+.PHONY: run test lint bench-ingest bench-phases bench-retention bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-ingest: $(STAMP)
 bench-phases: $(STAMP)
 	$(BIN)/python -m bench.ingest_phases
 	$(BIN)/python -m bench.ingest_phases --shape backfill
+
+bench-retention: $(STAMP)
+	$(BIN)/python -m bench.retention
 
 bench-read: $(STAMP)
 	$(BIN)/python -m bench.read_api
