@@ -58,7 +58,9 @@ class LoggedEvent(models.Model):
         indexes = [
             models.Index(fields=["user", "position"], name="usage_event_user_position"),
             models.Index(fields=["occurred_at"], name="usage_event_occurred_at"),
-            models.Index(fields=["user", "occurred_at"], name="usage_event_user_occurred"),
+            models.Index(
+                fields=["user", "occurred_at", "position"], name="usage_event_user_occurred"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -448,12 +448,20 @@ def user_ids_with_events_before(cutoff: datetime) -> list[int]:
 
 def events_before(user_id: int, cutoff: datetime, *, through: int, limit: int) -> list[UsageEvent]:
     """The user's events that happened before ``cutoff`` at positions up to ``through``,
-    oldest position first, at most ``limit``: found through (user, occurred_at), so the
-    cost is what expires, not the user's history."""
-    rows = LoggedEvent.objects.filter(
+    oldest position first, at most ``limit``. Their positions come from the (user,
+    occurred_at, position) index alone, so the cost is what expires, not the user's
+    history: asked for them in position order, PostgreSQL walked the user's whole history
+    by position looking for old ones. (In position order, a message's earlier revisions
+    leave before or with its later ones: ``projector.expiry`` relies on it.)"""
+    expired = LoggedEvent.objects.filter(
         user_id=user_id, occurred_at__lt=cutoff, position__lte=through
-    ).order_by("position")
-    return _events(rows[:limit].values_list(*_READ_FIELDS))
+    )
+    first = sorted(expired.values_list("position", flat=True))[:limit]
+    found: list[UsageEvent] = []
+    for start in range(0, len(first), 500):  # under SQLite's parameter limit
+        rows = LoggedEvent.objects.filter(position__in=first[start : start + 500])
+        found += _events(rows.order_by("position").values_list(*_READ_FIELDS))
+    return found
 
 
 def newest_revisions_through(

@@ -1,5 +1,6 @@
 """Retention reads one user's expired events at a time (``usage.retention``): an index on
-(user, occurred_at) finds exactly them, whatever the user's history or the other users'."""
+(user, occurred_at, position) finds exactly their positions, from the index alone, whatever
+the user's history or the other users'."""
 
 from django.db import migrations, models
 
@@ -10,6 +11,8 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name="loggedevent",
-            index=models.Index(fields=["user", "occurred_at"], name="usage_event_user_occurred"),
+            index=models.Index(
+                fields=["user", "occurred_at", "position"], name="usage_event_user_occurred"
+            ),
         ),
     ]
