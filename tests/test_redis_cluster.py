@@ -19,11 +19,17 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from pytest_django.fixtures import Settings
 
+from tests.conftest import client_for
 from tests.redis_cluster import ClusterUnavailable, LocalCluster
 from tests.support import REPO
+from usage.projection import redis_store
 
 pytestmark = [pytest.mark.slow]
 
@@ -44,13 +50,18 @@ RUN_SECONDS = 600.0  # a bound on waiting, never an expectation of speed
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    started = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        started.start()
-    except ClusterUnavailable as reason:
-        pytest.skip(f"this redis-server cannot run a cluster: {reason}")
+    started = started_cluster(tmp_path_factory.mktemp("cluster"))
     yield started
     started.stop()
+
+
+def started_cluster(directory: Path, **options: Any) -> LocalCluster:
+    cluster = LocalCluster(directory, **options)
+    try:
+        cluster.start()
+    except ClusterUnavailable as reason:
+        pytest.skip(f"this redis-server cannot run a cluster: {reason}")
+    return cluster
 
 
 @pytest.mark.timeout(RUN_SECONDS + 60)
@@ -87,3 +98,62 @@ def outcomes(report: Path) -> tuple[Counter[str], Counter[str]]:
             continue
         (skipped if "skipped" in outcome else passed)[case.get("classname", "")] += 1
     return passed, skipped
+
+
+# A master that stops answering is held failed after 2 s, and the cluster down: short, for the
+# test to wait little; long enough that a busy machine does not take a slow node for a failed
+# one while the cluster forms.
+FAILED_AFTER_MS = 2000
+
+
+@pytest.fixture
+def cluster_of_this_process(tmp_path: Path, settings: Settings) -> Iterator[LocalCluster]:
+    """A cluster of the test's own, which this process's settings name until the test ends
+    (restored before the suite's own fixture drops the test's keys)."""
+    own = started_cluster(tmp_path, node_timeout_ms=FAILED_AFTER_MS)
+    shared = settings.REDIS_URL
+    settings.REDIS_URL = own.url
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": [own.url]}}
+    yield own
+    settings.REDIS_URL = shared
+    own.stop()
+
+
+def one_user_per_master(ports: list[int]) -> list[Any]:
+    """Users, one whose slot is on each master, in the order of ``ports``."""
+    client = redis_store.client()
+    found: dict[str, Any] = {}
+    for number in range(64):
+        user = get_user_model().objects.create(username=f"u{number}")
+        found.setdefault(client.get_node_from_key(redis_store.user_prefix(user.pk)).name, user)
+    return [found[f"127.0.0.1:{port}"] for port in ports]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_master_that_goes_down_is_answered_503_and_then_so_is_the_cluster(
+    cluster_of_this_process: LocalCluster,
+) -> None:
+    """A master that dies takes its users out at once, and every user once the others hold
+    the cluster down (no replica takes its slots over): each request is answered
+    503 PROJECTIONS_UNAVAILABLE with Retry-After, as on one server that is down
+    (tests/usage/test_redis_faults.py), never a 500; the probe says not ready."""
+    cluster = cluster_of_this_process
+    on_the_lost_master, on_another = map(client_for, one_user_per_master(cluster.ports[1:]))
+    for api in (on_the_lost_master, on_another):
+        assert api.get(DASHBOARD).status_code == 200
+
+    cluster.kill(1)
+
+    assert_unavailable(on_the_lost_master.get(DASHBOARD))
+    assert_unavailable(Client().get("/readyz"))
+    cluster.wait_until_down()
+    assert_unavailable(on_another.get(DASHBOARD))  # CLUSTERDOWN from a master that runs
+
+
+DASHBOARD = "/app/claude-usage/dashboard/"
+
+
+def assert_unavailable(answer: Any) -> None:
+    assert answer.status_code == 503, answer.content
+    assert answer.json()["error"]["code"] == "PROJECTIONS_UNAVAILABLE"
+    assert int(answer["Retry-After"]) > 0
