@@ -11,6 +11,7 @@ reports ``cluster_state:ok``, knows the other two and sees every slot served.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +67,13 @@ class LocalCluster:
         """Master ``number`` crashes (its slots are served by nobody: there are no replicas)."""
         self.processes[number].kill()
         self.processes[number].wait(READY_SECONDS)
+
+    def pause(self, number: int) -> None:
+        """Master ``number`` hangs: it keeps its connections and answers nothing."""
+        self.processes[number].send_signal(signal.SIGSTOP)
+
+    def resume(self, number: int) -> None:
+        self.processes[number].send_signal(signal.SIGCONT)
 
     def wait_until_down(self) -> None:
         """Until a master still running holds the cluster down (after ``node_timeout_ms``)."""
@@ -171,7 +179,6 @@ def running_cluster(directory: Path) -> Iterator[LocalCluster]:
 
 
 if __name__ == "__main__":  # python -m tests.redis_cluster [DIRECTORY]
-    import signal
     import tempfile
 
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))  # stop the nodes too

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterator
@@ -148,6 +149,26 @@ def test_a_master_that_goes_down_is_answered_503_and_then_so_is_the_cluster(
     assert_unavailable(Client().get("/readyz"))
     cluster.wait_until_down()
     assert_unavailable(on_another.get(DASHBOARD))  # CLUSTERDOWN from a master that runs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_master_that_hangs_makes_the_process_unready_within_the_probes_bound(
+    cluster_of_this_process: LocalCluster,
+) -> None:
+    cluster = cluster_of_this_process
+    assert Client().get("/readyz").status_code == 200
+
+    cluster.pause(2)
+    try:
+        started = time.monotonic()
+        answer = Client().get("/readyz")
+        waited = time.monotonic() - started
+    finally:
+        cluster.resume(2)
+
+    assert_unavailable(answer)
+    # One timeout of the probe's (2 s), not four with pauses between them (22 s).
+    assert waited < 5 * redis_store.PROBE_SECONDS
 
 
 DASHBOARD = "/app/claude-usage/dashboard/"
