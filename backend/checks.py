@@ -29,6 +29,7 @@ from django.core.checks import CheckMessage, Error, run_checks
 
 from backend import profiles
 from usage import pricing
+from usage.projection import redis_address
 from usage.windows import CUSTOM_PLAN, PLAN_LIMITS, WindowAlign
 
 CHECK_ID = "backend.E001"
@@ -83,6 +84,13 @@ def _network(text: Any) -> bool:
     return True
 
 
+def _redis_url(url: str) -> bool:
+    try:
+        return url.startswith(REDIS_SCHEMES) or redis_address.parse(url).cluster
+    except ValueError:
+        return False
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -105,8 +113,9 @@ RULES: tuple[Rule, ...] = (
     Rule("DATABASE_URL", "a sqlite:/// or postgres:// URL", None),
     Rule(
         "REDIS_URL",
-        "empty (the embedded server) or a redis://, rediss:// or unix:// URL",
-        lambda url: isinstance(url, str) and (url == "" or url.startswith(REDIS_SCHEMES)),
+        "empty (the embedded server), a redis://, rediss:// or unix:// URL, or a Redis "
+        f"Cluster's nodes: {redis_address.EXAMPLE} (rediss+cluster:// over TLS)",
+        lambda url: isinstance(url, str) and (url == "" or _redis_url(url)),
     ),
     Rule(
         "USAGE_REDIS_PREFIX",

@@ -26,6 +26,7 @@ from csp.constants import NONE, SELF
 
 from backend import profiles
 from backend.embedded_redis import REPOSITORY, var_dir
+from usage.projection import redis_address
 
 Value = TypeVar("Value")  # not upper case: Django would take it for a setting
 
@@ -148,6 +149,7 @@ USAGE_IN_FLIGHT_WAIT_SECONDS = _read("USAGE_IN_FLIGHT_WAIT_SECONDS", 2.0, float)
 USAGE_REFUSAL_DELAY_SECONDS = _read("USAGE_REFUSAL_DELAY_SECONDS", 1.0, float)
 
 # Empty: the embedded server, whose URL the entry points put here before settings load.
+# redis+cluster://host:port,host:port,... names a Redis Cluster (usage/projection/redis_address.py).
 REDIS_URL = env.str("REDIS_URL", default="")
 # Connections of each process's PostgreSQL pool (each daphne worker has its own).
 DB_POOL_SIZE = _read("DB_POOL_SIZE", 10, int)
@@ -264,18 +266,25 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # On the shared Redis: the rate limits count across every daphne process (backend/cache.py).
+# The whole URL, never split on its commas as Django would split a list of servers.
 CACHES = {
     "default": {
         "BACKEND": "backend.cache.CountingRedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": [REDIS_URL],
         "KEY_FUNCTION": "backend.cache.key_function",
     }
 }
 
+# Pub/sub only: the layer keeps no keys. It hashes each group to one of its hosts (a CRC of
+# the name), so a cluster's nodes are its shards; a PUBLISH on one node of a Redis Cluster
+# reaches the subscribers on every node. See the README's "Redis Cluster".
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{USAGE_REDIS_PREFIX}:chan"},
+        "CONFIG": {
+            "hosts": redis_address.node_urls(REDIS_URL),
+            "prefix": f"{USAGE_REDIS_PREFIX}:chan",
+        },
     }
 }
 

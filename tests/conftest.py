@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.support import samples
-from usage.projection import redis_store
+from usage.projection import redis_address, redis_store
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 SAMPLE_PROJECTS = SAMPLES / "claude-config" / "projects"
@@ -39,7 +39,10 @@ def isolated_channel_layer(settings) -> Iterator[None]:  # type: ignore[no-untyp
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"wstest{uuid.uuid4().hex}"},
+            "CONFIG": {
+                "hosts": redis_address.node_urls(settings.REDIS_URL),
+                "prefix": f"wstest{uuid.uuid4().hex}",
+            },
         }
     }
     channel_layers.backends.clear()

@@ -25,6 +25,14 @@ REFUSED: list[tuple[str, object, str]] = [
     ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     ("REDIS_URL", "localhost:6379", "REDIS_URL='localhost:6379': must be empty (the embedded"),
     ("REDIS_URL", "http://cache:6379", "REDIS_URL='http://cache:6379': must be empty"),
+    ("REDIS_URL", "redis+cluster://a:7000,,b:7000", "REDIS_URL='redis+cluster://a:7000,,b:7000'"),
+    (
+        "REDIS_URL",
+        "redis+cluster://a:7000/1",
+        "REDIS_URL='redis+cluster://a:7000/1': must be empty (the embedded server), a redis://, "
+        "rediss:// or unix:// URL, or a Redis Cluster's nodes: redis+cluster://host:port,"
+        "host:port,... (rediss+cluster:// over TLS)",
+    ),
     ("USAGE_REDIS_PREFIX", "", "USAGE_REDIS_PREFIX='': must be made of letters, digits"),
     ("USAGE_REDIS_PREFIX", "cu*", "USAGE_REDIS_PREFIX='cu*': must be made of letters"),
     ("USAGE_REDIS_PREFIX", "c[u]", "USAGE_REDIS_PREFIX='c[u]': must be made of letters"),
@@ -83,6 +91,8 @@ ACCEPTED: list[tuple[str, object]] = [
     ("REDIS_URL", "redis://127.0.0.1:6379/0"),
     ("REDIS_URL", "rediss://cache.example:6380/1"),
     ("REDIS_URL", "unix:///tmp/redis.sock?client_name=claude-usage-1"),
+    ("REDIS_URL", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"),
+    ("REDIS_URL", "rediss+cluster://app:secret@cache-1:6380,[::1]:7000/0?ssl_cert_reqs=none"),
     ("USAGE_REDIS_PREFIX", "cu"),
     ("USAGE_REDIS_PREFIX", "app:claude-usage_2.v"),
     ("USAGE_WINDOW_ALIGN", "exact"),

@@ -50,6 +50,7 @@ import redis
 from django.conf import settings
 
 from usage.measures import FIELDS, MESSAGES_FIELD, Totals
+from usage.projection import redis_address
 from usage.projection.batch import (
     HOUR,
     MINUTE,
@@ -86,6 +87,13 @@ _LUA = Path(__file__).resolve().parent / "lua"
 UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,  # refused, reset, closed; BusyLoadingError too
     redis.exceptions.TimeoutError,
+    # On a cluster: CLUSTERDOWN (a slot without a master), TRYAGAIN (a slot on the move,
+    # after the retries), and redis-py's RedisClusterException: no node reachable, or slots
+    # not covered. That one also stands for misuse (keys of two slots in one command),
+    # which none of ours is: tests/test_redis_cluster.py runs the projections on a cluster.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
 )
 
 
@@ -122,7 +130,25 @@ def client() -> Any:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> Any:
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    # A cluster's clients take no health_check_interval (redis-py drops it): they find a
+    # broken connection when a command fails on it, and retry elsewhere.
+    return connect(url, decode_responses=True, health_check_interval=30)
+
+
+def connect(url: str, **options: Any) -> Any:
+    """A new client of ``url`` (``redis_address``): for a ``redis+cluster://`` URL a
+    ``RedisCluster``, which learns the slots' masters from the nodes listed and sends each
+    command to the master of its key's slot (a script to its first key's, a SCAN to every
+    master); else a ``Redis``. ``options`` apply to every connection."""
+    address = redis_address.parse(url)
+    if not address.cluster:
+        return redis.Redis.from_url(url, **options)
+    others = [
+        redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]  # redis-py's
+        for host, port in address.nodes[1:]
+    ]
+    # The first node's URL carries the credentials, TLS and options every node shares.
+    return redis.RedisCluster(url=address.node_urls[0], startup_nodes=others, **options)
 
 
 @lru_cache(maxsize=8)
@@ -558,19 +584,30 @@ def recorded_lag() -> Lag | None:
 
 
 def ping() -> None:
-    """Raises ``UNAVAILABLE`` unless Redis answers within ``PROBE_SECONDS``."""
-    _probe_client(settings.REDIS_URL).ping()
+    """Raises ``UNAVAILABLE`` unless Redis answers within ``PROBE_SECONDS``: in a cluster,
+    every master (any of them may hold the slot of the next user's keys)."""
+    probe = _probe_client(settings.REDIS_URL)
+    if isinstance(probe, redis.RedisCluster):
+        probe.ping(target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        probe.ping()
 
 
 @lru_cache(maxsize=4)
 def _probe_client(url: str) -> Any:
     # Its own pool with timeouts: the shared client has none, and may wait on a Redis that
     # accepts but does not answer for as long as the operating system lets it.
-    return redis.Redis.from_url(
+    options: dict[str, Any] = {}
+    if redis_address.parse(url).cluster:
+        # A cluster's client tries a command that timed out three more times, with pauses:
+        # a master that hangs held a probe 22 s; without retries it answers in 2.
+        options["retry"] = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+    return connect(
         url,
         decode_responses=True,
         socket_timeout=PROBE_SECONDS,
         socket_connect_timeout=PROBE_SECONDS,
+        **options,
     )
 
 
