@@ -35,13 +35,15 @@ from usage.projection import redis_store
 pytestmark = [pytest.mark.slow]
 
 # What reaches Redis in every way a deployment does, in about 45 s on two cores: the
-# projections (Lua scripts, pipelines, the rebuild lock, SCANs), ingests through the API,
+# projections (Lua scripts, pipelines, the rebuild lock, SCANs), retention taking events
+# back out of them, ingests through the API,
 # the throttles' counters (the cache), dashboards over the WebSocket (the channel layer,
 # across two server processes too), and what only a cluster can show.
 # tests/usage/test_redis_work.py is not here: it counts the commands of a server of its own.
 ON_THE_CLUSTER = (
     "tests/usage/test_cluster_placement.py",
     "tests/usage/test_projections.py",
+    "tests/usage/test_retention.py",
     "tests/usage/test_ingest_api.py",
     "tests/usage/test_throttling.py",
     "tests/realtime",
