@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django.db import OperationalError, connection
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,29 @@ def failed(error: Exception) -> None:
 def _connection_lost(error: Exception) -> bool:
     """PostgreSQL out of reach: no connection (no SQLSTATE: refused, reset, the pool's
     timeout), a connection exception (class 08) or the server shutting down (57P0x). Not an
-    error the server answered with (a lock timeout, a deadlock): those are one request's."""
+    error the server answered with (a lock timeout, a deadlock): those are one request's.
+    Nor the pool's timeout when the pool made its connections without an error since it was
+    last asked: they work, and are all busy (a burst of requests); refusing every write for
+    it would turn a burst into an outage."""
     if connection.vendor != "postgresql":
         return False
-    state = getattr(error.__cause__, "sqlstate", None)
+    cause = error.__cause__
+    if isinstance(cause, PoolTimeout) and _connecting_fine(_pool()):
+        return False
+    state = getattr(cause, "sqlstate", None)
     return state is None or state.startswith(("08", "57P0"))
+
+
+def _pool() -> ConnectionPool | None:
+    """This process's pool of connections to the log's database (None without one)."""
+    return getattr(connection, "pool", None)
+
+
+def _connecting_fine(pool: ConnectionPool | None) -> bool:
+    """No failed attempt to connect since the last call (which takes the pool's counters:
+    nothing else reads them). A pool that cannot reach the database keeps trying, and
+    failing, in the background while requests wait."""
+    return pool is not None and not pool.pop_stats().get("connections_errors")
 
 
 def released() -> None:

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection, transaction
 from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tests.support import free_port
 from usage import outage
@@ -119,6 +120,46 @@ def test_a_connection_that_cannot_be_made_is_an_outage(clock: Clock) -> None:
         error = OperationalError(str(refused))
         error.__cause__ = refused  # as Django wraps it
     outage.failed(error)
+    assert outage.skip()
+
+
+def _pool_timeout(pool: ConnectionPool) -> OperationalError:
+    """What Django raises when a request waited the pool's timeout for a connection."""
+    try:
+        pool.getconn(timeout=0.2)
+    except PoolTimeout as timed_out:
+        error = OperationalError(str(timed_out))
+        error.__cause__ = timed_out  # as Django wraps it
+        return error
+    raise AssertionError("the pool had a connection to give")
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_for_a_connection_while_all_of_them_are_busy_fails_its_own_request_only(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under load every connection of the pool is in use: the database answers them all, and
+    # one request that waited too long must not make the process refuse every write.
+    with ConnectionPool(_conninfo(), min_size=2, max_size=2, open=True) as pool:
+        pool.wait()
+        busy = [pool.getconn(), pool.getconn()]
+        monkeypatch.setattr(outage, "_pool", lambda: pool, raising=False)
+        outage.failed(_pool_timeout(pool))
+        for held in busy:
+            pool.putconn(held)
+    assert not outage.skip()
+
+
+@pytest.mark.postgres_only
+def test_a_wait_for_a_connection_the_pool_cannot_make_is_an_outage(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unreachable = _conninfo(port=free_port())
+    with ConnectionPool(unreachable, min_size=1, max_size=2, open=False) as pool:
+        pool.open(wait=False)
+        monkeypatch.setattr(outage, "_pool", lambda: pool, raising=False)
+        outage.failed(_pool_timeout(pool))
     assert outage.skip()
 
 
