@@ -298,7 +298,7 @@ def _users_benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline
             with servers(env, 1, workers=workers) as started:
                 port = started[0].port
                 _post_all(
-                    [port], tokens, warm_up, concurrency=len(warm_up), fresh=True, deadline=deadline
+                    [port], tokens, warm_up, concurrency=clients, fresh=True, deadline=deadline
                 )
                 load = _post_all(
                     [port],
