@@ -7,8 +7,9 @@ For each history size H, a fresh log (PostgreSQL and Redis, set up as ``bench.in
 them up) gets one user's H young records (the last 5 hours) and ``--expired`` records a
 minute past the 6-hour horizon, all ingested with retention off, so the projection holds
 them all. Then ``services.prune_events`` runs once, as the worker does each minute, and is
-timed (wall and this process's CPU), with the Redis commands it sent (``INFO
-commandstats`` before and after: no ``SCAN``, ``KEYS`` or ``DEL`` of a whole projection).
+timed (wall and this process's CPU), with the Redis commands meanwhile (``INFO
+commandstats`` before and after, so server-wide: on a quiet machine, the prune's own; no
+``SCAN`` or ``KEYS`` at all).
 Beside it, what the earlier retention did after every prune that touched the user: rebuild
 the user's projection from the log (``projector.rebuild_user``), timed on the same log.
 The user's totals after the prune are checked against the young records alone.
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.cleanup()
     print(
         f"\n{'history':>9} {'expired':>8} {'prune ms':>9} {'prune CPU ms':>13} "
-        f"{'rebuild ms (before)':>20}  Redis commands of the prune (scripts' own included)"
+        f"{'rebuild ms (before)':>20}  Redis commands meanwhile (server-wide; scripts' own included)"
     )
     for history, expired, wall, cpu, rebuild, commands in rows:
         calls = ", ".join(f"{name} {count}" for name, count in commands.items() if count)
