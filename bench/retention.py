@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.cleanup()
     print(
         f"\n{'history':>9} {'expired':>8} {'prune ms':>9} {'prune CPU ms':>13} "
-        f"{'rebuild ms (before)':>20}  Redis commands meanwhile (server-wide; scripts' own included)"
+        f"{'rebuild ms (before)':>20}  "
+        "Redis commands meanwhile (server-wide; scripts' own included)"
     )
     for history, expired, wall, cpu, rebuild, commands in rows:
         calls = ", ".join(f"{name} {count}" for name, count in commands.items() if count)

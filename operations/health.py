@@ -1,7 +1,8 @@
 """Readiness: can this process serve? The database and Redis must answer; the projection
 lag is reported, not judged.
 
-Each probe is a few round trips whatever the data holds: ``SELECT 1``, a Redis ``PING`` and
+Each probe is a few round trips whatever the data holds: ``SELECT 1`` (none while the
+process knows the database is down, ``usage.outage``), a Redis ``PING`` and
 one ``GET`` of the lag the worker recorded on its last tick (measuring it here would read
 every user's checkpoint, on every poll of a load balancer). Lag does not make a process
 unready: every process shares the one log and Redis, so taking one out of rotation for it
@@ -14,8 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 
+from usage import outage
 from usage.projection import redis_store
 
 log = logging.getLogger(__name__)
@@ -38,13 +40,24 @@ def readiness() -> Readiness:
 
 
 def _database() -> bool:
+    """``SELECT 1``, unless this process knows the database is down (``usage.outage``) and
+    another request tries it, or tried it less than ``PROBE_SECONDS`` ago: then at once,
+    not after the pool's timeout. A probe whose turn it is tries it for everyone."""
+    if outage.skip():
+        return False
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except DatabaseError as error:
+    except OperationalError as error:
+        outage.failed(error)
         log.warning("readiness: database unavailable: %s", error)
         return False
+    except DatabaseError as error:
+        outage.released()
+        log.warning("readiness: database unavailable: %s", error)
+        return False
+    outage.succeeded()
     return True
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 from pytest_django import Settings
 from rest_framework.test import APIClient
@@ -15,7 +16,7 @@ from rest_framework.test import APIClient
 from tests.conftest import Clock
 from tests.support import free_port
 from tests.usage.test_ingest_api import line
-from usage import services, store
+from usage import outage, services, store
 from usage.completed_windows import Progress
 from usage.projection import projector
 
@@ -130,3 +131,24 @@ def test_a_worker_tick_records_the_lag_it_found_then_repairs_it(
 
     assert (lag["positions"], lag["users_behind"]) == (later - projected, 1)
     assert projector.measure_lag(now=clock.now.timestamp()).positions == 0  # repaired
+
+
+@pytest.mark.postgres_only
+def test_readyz_answers_at_once_while_the_process_knows_the_database_is_down_then_probes_it(
+    monkeypatch: pytest.MonkeyPatch, django_assert_num_queries: Any
+) -> None:
+    # The process found PostgreSQL out of reach (usage.outage): a probe must not wait the
+    # pool's timeout for a connection on every poll of the load balancer.
+    now = [1000.0]
+    monkeypatch.setattr(outage._state, "clock", lambda: now[0])
+    outage.failed(OperationalError("connection refused"))
+
+    with django_assert_num_queries(0):
+        answer = Client().get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["checks"]["database"] == "unavailable"
+    assert answer.json()["error"]["code"] == "LOG_UNAVAILABLE"
+
+    now[0] += outage.PROBE_SECONDS  # the probe's turn: it tries, finds the database back
+    assert Client().get("/readyz").status_code == 200
+    assert not outage.skip()
