@@ -1,5 +1,5 @@
 """Django's cache on the shared Redis (``REDIS_URL``), so that every daphne process counts
-the same rate limits, plus the one operation those counts need.
+the same rate limits, plus the operations those counts need (a counter, leased slots).
 
 Keys live under ``USAGE_REDIS_PREFIX`` (``cu:cache:1:...``), read when a key is made rather
 than when the cache is built: the tests give each test a prefix of its own, and the keys of
@@ -28,8 +28,6 @@ def key_function(key: str, key_prefix: str, version: int | str) -> str:
     not used: the Redis prefix is the one namespace)."""
     return f"{settings.USAGE_REDIS_PREFIX}:cache:{version}:{key}"
 
-
-UNCOUNT = "if redis.call('GET', KEYS[1]) then return redis.call('DECR', KEYS[1]) end return 0"
 
 # A sorted set of slots (member: the slot's id, score: when its lease ends, in Redis's own
 # milliseconds). Leases that ended are dropped first; then a slot is taken if fewer than the
@@ -79,7 +77,8 @@ def _cluster_client(url: str) -> Any:
 
 
 class CountingRedisCache(RedisCache):
-    """Django's Redis cache with a counter of one round trip (``usage.api.throttles``)."""
+    """Django's Redis cache with a counter and leased slots, one round trip each
+    (``usage.api.throttles``)."""
 
     _servers: list[str]  # set by RedisCache (django-stubs leave it out)
 
@@ -119,9 +118,3 @@ class CountingRedisCache(RedisCache):
         """How many slots of ``key`` are held, lapsed leases included until the next take."""
         full_key = self.make_and_validate_key(key)
         return int(self._cache.get_client(full_key).zcard(full_key))
-
-    def uncount(self, key: str) -> None:
-        """Take one back from the counter ``key`` (``usage.api.throttles.ReleaseInFlight``)."""
-        full_key = self.make_and_validate_key(key)
-        # Not below zero: a counter that expired while its request ran is not recreated.
-        self._cache.get_client(full_key, write=True).eval(UNCOUNT, 1, full_key)

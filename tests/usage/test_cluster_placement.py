@@ -120,7 +120,7 @@ def test_a_drop_removes_a_users_keys_and_leaves_the_others_on_every_master(
 
 
 @pytest.mark.usefixtures("cluster")
-def test_the_cache_counts_and_reads_keys_of_every_slot() -> None:
+def test_the_cache_counts_leases_and_reads_keys_of_every_slot() -> None:
     cache: Any = caches["default"]
     assert isinstance(cache._cache, ClusterCacheClient)
     keys = [f"spread{number}" for number in range(30)]  # about ten slots per master
@@ -129,8 +129,10 @@ def test_the_cache_counts_and_reads_keys_of_every_slot() -> None:
     assert cache.get_many(keys) == {key: number for number, key in enumerate(keys)}
     # The counters count on from what is stored: 0, 1 and 2.
     assert [cache.count(key, expires_in=60) for key in keys[:3]] == [1, 2, 3]
-    cache.uncount(keys[2])
-    assert cache.get(keys[2]) == 2
+    slot = cache.take_slot("leases", limit=1, lease_seconds=60)
+    assert cache.take_slot("leases", limit=1, lease_seconds=60) is None
+    cache.give_back("leases", slot)
+    assert cache.slots_taken("leases") == 0
     cache.delete_many(keys)
     assert cache.get_many(keys) == {}
 

@@ -289,18 +289,19 @@ def test_eight_requests_of_a_token_wait_and_one_more_is_refused_at_once(
     slots = running(user, "read", 2)
     counter: Any = caches["default"]
     waiting = f"{slots.key}:waiting"
-    for _ in range(8):  # eight requests of this token waiting, in other processes
-        counter.count(waiting, expires_in=60)
+    places = [  # eight requests of this token waiting, in other processes
+        counter.take_slot(waiting, limit=8, lease_seconds=60) for _ in range(8)
+    ]
 
     assert_rate_limited(read(api), retry_after=1)
     assert waiting_clock.pauses == []
-    assert counter.get(waiting) == 8
+    assert counter.slots_taken(waiting) == 8
 
-    counter.uncount(waiting)  # seven wait: this one may wait too
+    counter.give_back(waiting, places.pop())  # seven wait: this one may wait too
     waiting_clock.meanwhile = [slots.end_one]
     assert read(api).status_code == 200
     assert waiting_clock.pauses == [0.01]
-    assert counter.get(waiting) == 7  # it waited no longer
+    assert counter.slots_taken(waiting) == 7  # it waited no longer
 
 
 @pytest.mark.django_db(transaction=True)  # a request outside a test's transaction, as served

@@ -96,8 +96,8 @@ class InFlightThrottle(BaseThrottle):
     the view did). Each slot is leased for ``SLOT_LEASE_SECONDS``: a process stopped or
     killed mid-request leaves its slot held that long at most, however often the user asks
     meanwhile (a refused try writes nothing). A waiting request holds no slot; it tries
-    again after a pause, and is counted in a counter while it waits, which expires a minute
-    after it was last counted."""
+    again after a pause, and holds a place among the ``MAX_WAITING`` while it waits, leased
+    the same way (for the longest wait and a margin)."""
 
     # The clock and the pause between tries, replaceable in tests.
     timer: Callable[[], float] = time.monotonic
@@ -127,11 +127,12 @@ class InFlightThrottle(BaseThrottle):
         slot = counter.take_slot(key, limit=limit, lease_seconds=SLOT_LEASE_SECONDS)
         if slot is not None:
             return slot
-        # Waiting requests hold no slot, so they are counted apart, while they wait.
+        # Waiting requests hold no slot, so they hold a place to wait in, while they wait.
         waiting = f"{key}:waiting"
+        place = counter.take_slot(waiting, limit=MAX_WAITING, lease_seconds=WAIT_LEASE_SECONDS)
+        if place is None:
+            return None
         try:
-            if counter.count(waiting, expires_in=WINDOW_SECONDS) > MAX_WAITING:
-                return None
             deadline = self.timer() + settings.USAGE_IN_FLIGHT_WAIT_SECONDS
             pause = FIRST_PAUSE_SECONDS
             while self.timer() + pause <= deadline:
@@ -144,7 +145,7 @@ class InFlightThrottle(BaseThrottle):
                 pause = min(2 * pause, LAST_PAUSE_SECONDS)
             return None
         finally:
-            counter.uncount(waiting)
+            counter.give_back(waiting, place)
 
     def wait(self) -> float | None:
         return 1.0 if self.refused else None
@@ -155,14 +156,14 @@ MAX_WAITING = 8
 # How long a slot stays taken if its request never gives it back (its process died): far
 # longer than any request runs (an ingest of the largest batch takes a few seconds).
 SLOT_LEASE_SECONDS = 60
+# A place to wait in: the longest wait (USAGE_IN_FLIGHT_WAIT_SECONDS, at most 30 s) and more.
+WAIT_LEASE_SECONDS = 60
 # A waiting request tries again after 10 ms, then 20, 40, 50, 50 ... ms.
 FIRST_PAUSE_SECONDS = 0.01
 LAST_PAUSE_SECONDS = 0.05
 
 
 class InFlightCounter(WindowCounter, Protocol):
-    def uncount(self, key: str) -> None: ...
-
     def take_slot(self, key: str, *, limit: int, lease_seconds: float) -> str | None: ...
 
     def give_back(self, key: str, slot: str) -> None: ...
