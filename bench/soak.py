@@ -145,6 +145,7 @@ WARM_UP_SECONDS = 60.0
 # "Flat": growth after the warm-up within this share of the warm value, or this many MiB.
 FLAT_SHARE = 0.05
 FLAT_MIB = 8.0
+REDIS_PER_ROW_SHARE = 0.10
 GRACE_SECONDS = 5.0  # for the last frames after the load stops
 START_DELAY_SECONDS = 5.0  # for the client processes to import before the load starts
 JOIN_SECONDS = 60.0
@@ -644,8 +645,10 @@ class MemorySample:
     rss: dict[str, int]  # bytes, by process
     pg_backends: int
     pg_private: int  # bytes: the backends' RssAnon, summed (their RSS also counts shared buffers)
+    pg_private_max: int  # bytes: the largest backend's
     redis_used: int  # Redis's used_memory (the whole server: other benches may use it too)
     redis_keys: int  # keys of this run's Redis db
+    redis_key_bytes: int  # their MEMORY USAGE, summed: this run's share of used_memory
     log_rows: int  # rows of usage_event
 
 
@@ -670,6 +673,7 @@ class Sampler:
     def sample(self, at: float) -> None:
         rss = {name: _status(pid, "VmRSS") for name, pid in self.processes.items()}
         backends = self._backends()
+        private = [_status(pid, "RssAnon") for pid in backends]
         for name, pid in self.processes.items():
             self.cpu_first.setdefault(name, cpu_seconds([pid]))
             self.cpu_last[name] = cpu_seconds([pid])
@@ -683,9 +687,11 @@ class Sampler:
                 at=at,
                 rss=rss,
                 pg_backends=len(backends),
-                pg_private=sum(_status(pid, "RssAnon") for pid in backends),
+                pg_private=sum(private),
+                pg_private_max=max(private, default=0),
                 redis_used=int(self.redis.info("memory")["used_memory"]),
                 redis_keys=int(self.redis.dbsize()),
+                redis_key_bytes=self._key_bytes(),
                 log_rows=int(row[0]) if row else -1,
             )
         )
@@ -698,6 +704,12 @@ class Sampler:
             last - self.pg_cpu_first[pid] for pid, last in self.pg_cpu_last.items()
         )
         return used
+
+    def _key_bytes(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.redis.scan_iter(count=1000):
+            pipe.memory_usage(key)
+        return sum(int(used or 0) for used in pipe.execute())
 
     def _backends(self) -> list[int]:
         rows = self.database.execute(
@@ -740,6 +752,7 @@ def _status(pid: int, name: str) -> int:
 class Run:
     start_at: float = 0.0  # monotonic
     seconds: float = 0.0
+    log_size: int = 0  # of the server's log when the load stopped
     connect_seconds: float = 0.0
     loads: list[LoadReport] = field(default_factory=list)
     dashboards: list[fanout.ClientReport] = field(default_factory=list)
@@ -783,6 +796,7 @@ def load(server: ServerProcess, tokens: Sequence[str], minutes: float, deadline:
         finally:
             stop.set()
             sampler.close()
+        run.log_size = server.log_path.stat().st_size
         run.memory, run.cpu = sampler.samples, sampler.cpu()
         run.loads = [
             load_reports.get(timeout=JOIN_SECONDS * 3) for _ in range(1 + POLLER_PROCESSES)
@@ -875,6 +889,7 @@ def _sample_until(sampler: Sampler, start_at: float, end_at: float, deadline: De
 @dataclass
 class Checks:
     pruned_by_worker: int = 0
+    pruned_during_load: int = 0  # of those
     pruned_by_command: int = 0
     aging_events: int = 0
     young_margin: float = 0.0  # seconds between the oldest young record and the horizon
@@ -882,6 +897,7 @@ class Checks:
     totals_mismatches: list[str] = field(default_factory=list)
     rebuild_mismatches: list[str] = field(default_factory=list)
     users: int = 0
+    stale_buckets: list[str] = field(default_factory=list)  # Redis keys retention emptied
     log_errors: list[str] = field(default_factory=list)
 
 
@@ -890,6 +906,7 @@ def final_checks(
     server: ServerProcess,
     tokens: Sequence[str],
     expected: dict[int, Expected],
+    log_size: int,
     deadline: Deadline,
 ) -> Checks:
     """Retention settled, every user's totals against the ledgers, the projections against a
@@ -909,19 +926,39 @@ def final_checks(
     checks.young_margin = oldest_young - (time.time() - HORIZON_SECONDS)
     for user, views in before.items():
         checks.totals_mismatches += _totals_mismatches(user, views, expected[user])
+    checks.stale_buckets = _stale_buckets()
     manage(env.variables(), "rebuild_projections", python=PYTHON, timeout=MANAGE_SECONDS)
     for user, token in enumerate(tokens):
         after = _read_user(server.port, token)
         for name, view in after.items():
             if _stable(name, view) != _stable(name, before[user][name]):
                 checks.rebuild_mismatches.append(f"user {user}: {name} differs after the rebuild")
-    log = server.log_path.read_text(errors="replace")
+    log = server.log_path.read_bytes().decode(errors="replace")
     checks.pruned_by_worker = sum(int(n) for n in PRUNED.findall(log))
+    during = server.log_path.read_bytes()[:log_size].decode(errors="replace")
+    checks.pruned_during_load = sum(int(n) for n in PRUNED.findall(during))
     checks.aging_events = sum(e.aging_events for e in expected.values())
     checks.log_errors = [
         line for line in log.splitlines() if " ERROR " in line or line.startswith("Traceback")
     ]
     return checks
+
+
+def _stale_buckets() -> list[str]:
+    """This run's minute and hour buckets that lie wholly before the horizon: retention took
+    every event out of them, and a bucket left without events should be gone with them."""
+    cutoff = time.time() - HORIZON_SECONDS
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=10)
+    stale = []
+    try:
+        for kind, seconds in (("m", 60), ("h", 3600)):
+            for key in client.scan_iter(match=f"{REDIS_PREFIX}:*:{kind}:*", count=1000):
+                start = key.decode().rsplit(":", 1)[-1]
+                if start.isdigit() and int(start) + seconds <= cutoff:
+                    stale.append(key.decode())
+    finally:
+        client.close()
+    return stale
 
 
 def _read_user(port: int, token: str) -> dict[str, dict[str, Any]]:
@@ -1099,7 +1136,7 @@ def _print_minutes(run: Run, ingests: Sequence[IngestSample], reads: Sequence[Re
         "  frame delay p50/p99 ms  failures"
     )
     failures = [f for load in run.loads for f in load.failures]
-    for minute in range(math.ceil(run.seconds / 60)):
+    for minute in range(max(1, math.ceil(run.seconds / 60 - 0.05))):
         begin, end = run.start_at + 60 * minute, run.start_at + 60 * (minute + 1)
         batch = [i for i in ingests if begin <= i.sent_at < end]
         polled = [r.seconds for r in reads if begin <= r.sent_at < end]
@@ -1125,7 +1162,9 @@ def _pair_of(frames: fanout.Figures | None) -> str:
 
 def _print_errors(run: Run, dashboards: fanout.Figures, checks: Checks) -> int:
     failures = [f for load in run.loads for f in load.failures]
-    counts: Counter[str] = Counter(f.kind for f in failures)
+    counts: Counter[str] = Counter({"HTTP 429": 0, "HTTP 5xx": 0, "exception": 0})
+    counts["wrong answer"] = 0
+    counts.update(f.kind for f in failures)
     counts["WebSocket connect failures"] = sum(len(r.failed) for r in run.dashboards)
     counts["WebSocket closed by the server"] = sum(r.closed_by_server for r in run.dashboards)
     counts["(ingest, dashboard) pairs never framed"] = dashboards.lost
@@ -1134,9 +1173,7 @@ def _print_errors(run: Run, dashboards: fanout.Figures, checks: Checks) -> int:
     counts["server log: ERROR lines and tracebacks"] = len(checks.log_errors)
     total = sum(counts.values())
     print(f"\nerrors: {total}")
-    for kind in ("HTTP 429", "HTTP 5xx", "exception", "wrong answer"):
-        counts.setdefault(kind, 0)
-    for kind, count in sorted(counts.items()):
+    for kind, count in counts.items():
         print(f"  {kind:<42} {count:>6}")
     for failure in failures[:ERRORS_KEPT]:
         print(f"  at {failure.at - run.start_at:7.1f} s: {failure.kind}: {failure.text}")
@@ -1152,8 +1189,10 @@ def _memory_header() -> str:
     names = "".join(f"{name:>12}" for name in MEMORY_COLUMNS)
     return (
         f"\nmemory every {SAMPLE_SECONDS:.0f} s (MiB; Redis: RSS of the server; PG backends:"
-        f" private memory of this database's backends, their count)\n"
-        f"{'s':>6}{names}{'Redis used':>12}{'Redis keys':>11}{'log rows':>10}"
+        " private memory (RssAnon) of this database's backends, and their count; Redis used:"
+        " the server's used_memory; keys: this run's Redis keys, their MEMORY USAGE summed;"
+        " log rows: usage_event)\n"
+        f"{'s':>6}{names}{'Redis used':>12}{'keys MiB':>10}{'keys':>8}{'log rows':>10}"
     )
 
 
@@ -1163,54 +1202,83 @@ def _memory_row(sample: MemorySample) -> str:
     backends = f"{sample.pg_private / MIB:.1f} ({sample.pg_backends})"
     return (
         f"{sample.at:>6.0f}{cells}{backends:>12}{sample.redis_used / MIB:>12.1f}"
-        f"{sample.redis_keys:>11,}{sample.log_rows:>10,}"
+        f"{sample.redis_key_bytes / MIB:>10.1f}{sample.redis_keys:>8,}{sample.log_rows:>10,}"
     )
 
 
-def _memory_series(samples: Sequence[MemorySample]) -> dict[str, list[tuple[float, float]]]:
-    """(seconds, MiB) by column, after the warm-up (all of them in a run shorter than it)."""
+@dataclass(frozen=True)
+class Series:
+    """One figure over the samples after the warm-up, and how much it may grow."""
+
+    name: str
+    unit: str
+    points: list[tuple[float, float]]  # (seconds, value)
+    tolerance: Callable[[float], float] | None  # of the warm value; None: not judged
+
+    def verdict(self) -> str:
+        if self.tolerance is None:
+            return "(grows with the data)"
+        return "yes" if self.growth() <= self.tolerance(self.points[0][1]) else "NO"
+
+    def growth(self) -> float:
+        return self.points[-1][1] - self.points[0][1]
+
+
+def _memory_series(samples: Sequence[MemorySample]) -> list[Series]:
+    """After the warm-up (every sample in a run shorter than it). Each server process's RSS;
+    PostgreSQL's largest backend (their count follows the pools); Redis, which holds the
+    projections of every retained event, by the bytes of this run's keys per row of the log."""
     warm = [s for s in samples if s.at >= WARM_UP_SECONDS] or list(samples)
-    series = {name: [(s.at, s.rss[name] / MIB) for s in warm] for name in MEMORY_COLUMNS[:-1]}
-    series["PG backends"] = [(s.at, s.pg_private / MIB) for s in warm]
+
+    def process(value: float) -> float:
+        return max(FLAT_MIB, FLAT_SHARE * value)
+
+    series = [
+        Series(name, "MiB", [(s.at, s.rss[name] / MIB) for s in warm], process)
+        for name in MEMORY_COLUMNS[:-1]
+    ]
+    series[-1] = Series("Redis (RSS)", "MiB", series[-1].points, None)
+    series += [
+        Series("Redis per row", "bytes", [(s.at, _per_row(s)) for s in warm], _per_row_tolerance),
+        Series("PG largest", "MiB", [(s.at, s.pg_private_max / MIB) for s in warm], process),
+        Series("PG all", "MiB", [(s.at, s.pg_private / MIB) for s in warm], None),
+    ]
     return series
 
 
+def _per_row_tolerance(value: float) -> float:
+    return REDIS_PER_ROW_SHARE * value
+
+
 def _print_memory(samples: Sequence[MemorySample]) -> bool:
-    """Growth after the warm-up, per process; whether every server process stayed flat."""
+    """Growth after the warm-up; whether every judged figure stayed flat."""
     print(
-        f"\nmemory after the warm-up (from the first sample at {WARM_UP_SECONDS:.0f} s on; flat:"
-        f" growth within {FLAT_SHARE:.0%} or {FLAT_MIB:.0f} MiB)"
+        f"\nmemory after the warm-up (the samples from {WARM_UP_SECONDS:.0f} s on). Flat: a"
+        f" process grows less than {FLAT_SHARE:.0%} or {FLAT_MIB:.0f} MiB; Redis's keys per"
+        f" row of the log less than {REDIS_PER_ROW_SHARE:.0%}. PG: private memory of the"
+        " largest backend, and of all of them"
     )
     print(
-        f"{'process':<14}{'warm MiB':>10}{'end MiB':>10}{'max MiB':>10}{'growth':>10}"
-        f"{'MiB/min':>10}  flat"
+        f"{'':<15}{'unit':>6}{'warm':>10}{'end':>10}{'max':>10}{'growth':>10}{'per min':>10}  flat"
     )
-    flat = True
-    for name, points in _memory_series(samples).items():
-        first, last = points[0][1], points[-1][1]
-        growth = last - first
-        ok = growth <= max(FLAT_MIB, FLAT_SHARE * first)
-        flat = flat and ok
+    judged = []
+    for each in _memory_series(samples):
+        values = [value for _, value in each.points]
         print(
-            f"{name:<14}{first:>10.1f}{last:>10.1f}{max(v for _, v in points):>10.1f}"
-            f"{growth:>+10.1f}{_slope(points):>+10.2f}  {'yes' if ok else 'NO'}"
+            f"{each.name:<15}{each.unit:>6}{values[0]:>10.1f}{values[-1]:>10.1f}{max(values):>10.1f}"
+            f"{each.growth():>+10.1f}{_slope(each.points):>+10.2f}  {each.verdict()}"
         )
-    _print_redis_per_row(samples)
-    return flat
+        judged.append(each.verdict() != "NO")
+    first = samples[0] if samples else None
+    if first is not None:
+        print(
+            f"PG backends: {first.pg_backends} at the start, {samples[-1].pg_backends} at the end"
+        )
+    return all(judged)
 
 
-def _print_redis_per_row(samples: Sequence[MemorySample]) -> None:
-    """Redis holds the projections of every retained event: its memory follows the log."""
-    warm = [s for s in samples if s.at >= WARM_UP_SECONDS] or list(samples)
-    first, last = warm[0], warm[-1]
-    print(
-        f"Redis used_memory per row of the log: {_per_row(first)} at {first.at:.0f} s"
-        f" ({first.log_rows:,} rows), {_per_row(last)} at {last.at:.0f} s ({last.log_rows:,} rows)"
-    )
-
-
-def _per_row(sample: MemorySample) -> str:
-    return f"{sample.redis_used / max(sample.log_rows, 1):,.0f} bytes"
+def _per_row(sample: MemorySample) -> float:
+    return sample.redis_key_bytes / max(sample.log_rows, 1)
 
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
@@ -1245,7 +1313,8 @@ def _print_checks(checks: Checks) -> bool:
     retention_ok = pruned == checks.aging_events
     margins_ok = min(checks.young_margin, checks.aging_margin) >= HORIZON_MARGIN_SECONDS
     print(
-        f"\nretention: the worker deleted {checks.pruned_by_worker:,} events during the run,"
+        f"\nretention: the worker deleted {checks.pruned_by_worker:,} events"
+        f" ({checks.pruned_during_load:,} while the load ran, the rest while the bench waited),"
         f" prune_events {checks.pruned_by_command:,} after it: {pruned:,};"
         f" the aging events sent: {checks.aging_events:,} ({'equal' if retention_ok else 'DIFFER'})"
     )
@@ -1261,6 +1330,10 @@ def _print_checks(checks: Checks) -> bool:
     )
     for line in checks.totals_mismatches[:ERRORS_KEPT]:
         print(f"  {line}")
+    print(
+        f"Redis buckets wholly before the horizon left after retention: {len(checks.stale_buckets)}"
+        + (f", e.g. {', '.join(checks.stale_buckets[:3])}" if checks.stale_buckets else "")
+    )
     print(f"projections against rebuild_projections: {len(checks.rebuild_mismatches)} differences")
     for line in checks.rebuild_mismatches[:ERRORS_KEPT]:
         print(f"  {line}")
@@ -1268,7 +1341,8 @@ def _print_checks(checks: Checks) -> bool:
         retention_ok
         and margins_ok
         and not checks.totals_mismatches
-        and not (checks.rebuild_mismatches)
+        and not checks.stale_buckets
+        and not checks.rebuild_mismatches
     )
 
 
@@ -1318,7 +1392,7 @@ def soak(env: BenchEnv, minutes: float, deadline: Deadline) -> bool:
         for load_report in run.loads:
             for user, sent in load_report.expected.items():
                 expected[user].merge(sent)
-        checks = final_checks(env, server, tokens, expected, deadline)
+        checks = final_checks(env, server, tokens, expected, run.log_size, deadline)
     return report(run, checks)
 
 
