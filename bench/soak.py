@@ -381,9 +381,8 @@ class Agent:
         repeats = [entry for entry in self.sent_whole if self.rng.random() < DUPLICATE_SHARE]
         completions = self.completions
         self.completions, self.sent_whole = partials, fresh
-        return [*fresh, *[self._partial(r, y) for r, y in partials], *completions, *repeats], len(
-            completions
-        )
+        early = [self._partial(record, young) for record, young in partials]
+        return [*fresh, *early, *completions, *repeats], len(completions)
 
     def _older_chunk(self, now: datetime) -> Batch:
         # Consecutive lines of one older session, the newest at most AGING_MARGIN[1] and the
@@ -400,13 +399,11 @@ class Agent:
     def _partials(self, batch: Batch) -> tuple[Batch, Batch]:
         """Split ``batch`` into records sent whole and records sent partial now (whole next)."""
         whole: Batch = []
-        partial: Batch = []
+        later: Batch = []
         for record, young in batch:
             can = record["message"]["usage"]["output_tokens"] >= 2
-            (partial if can and self.rng.random() < PARTIAL_SHARE else whole).append(
-                (record, young)
-            )
-        return whole, partial
+            (later if can and self.rng.random() < PARTIAL_SHARE else whole).append((record, young))
+        return whole, later
 
     @staticmethod
     def _partial(record: dict[str, Any], young: bool) -> tuple[dict[str, Any], bool]:
