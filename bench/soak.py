@@ -1211,10 +1211,11 @@ class Series:
     unit: str
     points: list[tuple[float, float]]  # (seconds, value)
     tolerance: Callable[[float], float] | None  # of the warm value; None: not judged
+    unjudged: str = ""  # why not
 
     def verdict(self) -> str:
         if self.tolerance is None:
-            return "(grows with the data)"
+            return f"(not judged: {self.unjudged})"
         return "yes" if self.growth() <= self.tolerance(self.points[0][1]) else "NO"
 
     def growth(self) -> float:
@@ -1234,11 +1235,18 @@ def _memory_series(samples: Sequence[MemorySample]) -> list[Series]:
         Series(name, "MiB", [(s.at, s.rss[name] / MIB) for s in warm], process)
         for name in MEMORY_COLUMNS[:-1]
     ]
-    series[-1] = Series("Redis (RSS)", "MiB", series[-1].points, None)
+    redis_rss = "the whole server's, with every db's data and this run's retained events"
+    series[-1] = Series("Redis (RSS)", "MiB", series[-1].points, None, redis_rss)
     series += [
         Series("Redis per row", "bytes", [(s.at, _per_row(s)) for s in warm], _per_row_tolerance),
         Series("PG largest", "MiB", [(s.at, s.pg_private_max / MIB) for s in warm], process),
-        Series("PG all", "MiB", [(s.at, s.pg_private / MIB) for s in warm], None),
+        Series(
+            "PG all",
+            "MiB",
+            [(s.at, s.pg_private / MIB) for s in warm],
+            None,
+            "as many backends as the pools hold open",
+        ),
     ]
     return series
 
