@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 USAGE_PROFILE ?= local
 export USAGE_PROFILE
 
-.PHONY: run test lint bench-ingest bench-phases bench-retention bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse clean
+.PHONY: run test lint bench-ingest bench-phases bench-retention bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse bench-soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench-agent-latency: $(STAMP)
 # no PostgreSQL or Redis server needed): peak RSS, Redis's longest command, a bystander's p99.
 bench-abuse: $(STAMP)
 	$(BIN)/python -m bench.abuse
+
+# Issue 15: 10 minutes of mixed load (20 agents, 200 WebSocket dashboards, 50 polling clients,
+# retention on) against backend.serve --workers 2 --with-worker on PostgreSQL + Redis; exact
+# final totals, memory of every server process over time. MINUTES=1 for a short run.
+bench-soak: $(STAMP)
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
 
 clean:
 	rm -rf $(VENV) var/test-*
