@@ -47,29 +47,35 @@ def prune(cutoff: datetime) -> dict[int, int]:
 
 def prune_user(user_id: int, cutoff: datetime) -> int:
     """Delete the user's events older than ``cutoff`` that the projection has applied (all
-    of them when there is no projection to take them from), a part at a time."""
+    of them when there is no projection to take them from), a part at a time. Their
+    positions are read once and walked part by part (a backlog of N expired events is
+    not read N/1,000 times), and read again when they run out."""
     deleted = 0
+    pending: list[int] = []
     while True:
         with projector.expiry_lock(user_id):
-            count = _prune_part(user_id, cutoff)
+            count, pending = _prune_part(user_id, cutoff, pending)
         if not count:
             return deleted
         deleted += count
 
 
-def _prune_part(user_id: int, cutoff: datetime) -> int:
+def _prune_part(user_id: int, cutoff: datetime, pending: list[int]) -> tuple[int, list[int]]:
+    """Prune the first part of ``pending`` (expired positions read earlier); returns how
+    many events went and the positions still pending."""
     standing = projector.expiring_from(user_id)
     if standing is None:
         # No projection of this log: whichever process builds one reads the pruned log.
-        return store.delete_before(user_id, cutoff)
+        return store.delete_before(user_id, cutoff), []
     after, epoch = standing
-    expired = store.events_before(
-        user_id, cutoff, through=after.position, limit=projector.APPLY_PART
-    )
+    if not pending or pending[-1] > after.position:
+        # (A checkpoint below what was read: the projection was reset meanwhile.)
+        pending = store.expired_positions(user_id, cutoff, through=after.position)
+    expired = store.events_at(user_id, pending[: projector.APPLY_PART])
     if not expired:
-        return 0
+        return 0, []
     part = projector.expiry(user_id, after, epoch, expired)
     positions = [event.position for event in part.events if event.position is not None]
     newest_left = store.delete_events(user_id, positions, through=after.position)
     projector.take_back(user_id, part, newest_left)
-    return len(positions)
+    return len(positions), [position for position in pending if position > positions[-1]]

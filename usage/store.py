@@ -446,20 +446,26 @@ def user_ids_with_events_before(cutoff: datetime) -> list[int]:
     return list(rows.values_list("user_id", flat=True).distinct().order_by())
 
 
-def events_before(user_id: int, cutoff: datetime, *, through: int, limit: int) -> list[UsageEvent]:
-    """The user's events that happened before ``cutoff`` at positions up to ``through``,
-    oldest position first, at most ``limit``. Their positions come from the (user,
-    occurred_at, position) index alone, so the cost is what expires, not the user's
-    history: asked for them in position order, PostgreSQL walked the user's whole history
-    by position looking for old ones. (In position order, a message's earlier revisions
-    leave before or with its later ones: ``projector.expiry`` relies on it.)"""
+def expired_positions(user_id: int, cutoff: datetime, *, through: int) -> list[int]:
+    """The positions of the user's events that happened before ``cutoff``, up to
+    ``through``, in order. From the (user, occurred_at, position) index alone, so the cost
+    is what expires, not the user's history: asked for them in position order with a
+    limit, PostgreSQL walked the user's whole history by position looking for old ones.
+    (In position order, a message's earlier revisions leave before or with its later ones:
+    ``projector.expiry`` relies on it.)"""
     expired = LoggedEvent.objects.filter(
         user_id=user_id, occurred_at__lt=cutoff, position__lte=through
     )
-    first = sorted(expired.values_list("position", flat=True))[:limit]
+    return sorted(expired.values_list("position", flat=True))
+
+
+def events_at(user_id: int, positions: Sequence[int]) -> list[UsageEvent]:
+    """The user's events at ``positions`` that the log still holds, in position order."""
     found: list[UsageEvent] = []
-    for start in range(0, len(first), 500):  # under SQLite's parameter limit
-        rows = LoggedEvent.objects.filter(position__in=first[start : start + 500])
+    for start in range(0, len(positions), 500):  # under SQLite's parameter limit
+        rows = LoggedEvent.objects.filter(
+            user_id=user_id, position__in=positions[start : start + 500]
+        )
         found += _events(rows.order_by("position").values_list(*_READ_FIELDS))
     return found
 

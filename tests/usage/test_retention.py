@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -281,3 +282,26 @@ def test_retention_racing_ingest_deletes_nothing_young_and_leaves_the_projection
         assert young <= kept
         projector.catch_up(owner.pk)
         assert figures(owner.pk) == as_rebuilt(owner.pk)
+
+
+def test_a_backlog_of_expired_events_is_read_once_then_pruned_part_by_part(
+    user: User, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retention turned on over a log with a backlog: three parts of 1,000, and the expired
+    # positions read once for all of them (then once more, to find none are left).
+    old = [assistant_record(f"old_{i}", CUTOFF - timedelta(seconds=i + 1)) for i in range(2500)]
+    ingest(user.pk, [*old, assistant_record("young", NOW)])
+    reads: list[int] = []
+    real = store.expired_positions
+
+    def counted(*args: Any, **kwargs: Any) -> list[int]:
+        found = real(*args, **kwargs)
+        reads.append(len(found))
+        return found
+
+    monkeypatch.setattr(store, "expired_positions", counted)
+
+    assert prune(settings) == {user.pk: 2500}
+    assert reads == [2500, 0]
+    assert [event.message_id for event in logged(user.pk)] == ["young"]
+    assert figures(user.pk) == as_rebuilt(user.pk)
