@@ -6,7 +6,13 @@ The rules, which make the result independent of arrival order:
   ``_preferred``: a parent's copy over a sidechain's, then strictly more tokens, then a fixed
   tie-break), and then replaces the earlier one (a revision);
 - a sidechain copy of a message that also has a non-sidechain copy is a replay: it never
-  counts, and if it arrived first it is retracted when the parent's copy arrives.
+  counts, and if it arrived first it is retracted when the parent's copy arrives;
+- across feeds (issue 16) a request counts once: an OpenTelemetry copy (no message id: it
+  is keyed by its request id) of a request the transcript also has never counts, and if it
+  arrived first it is retracted when the transcript's copy arrives (the transcript's is the
+  richer record: it splits 5-minute from 1-hour cache writes). The cost Claude Code
+  reported with the OpenTelemetry copy stays with the request's counted copy, whichever
+  came first (a revision that only adds it), for the comparison with ours.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from usage.events import EventKind, UsageRecord
+from usage.events import EventKind, Feed, UsageRecord
 
 Key = tuple[str, str]  # (message id, request id)
 
@@ -69,12 +75,17 @@ class _Ledger:
         self._entries: dict[Key, Entry] = {}
         self._by_message: dict[str, list[Key]] = {}
         self._with_sidechain_copies: set[str] = set()  # message ids: the common case is none
+        self._by_request: dict[str, list[Key]] = {}  # the keys of each request id
         for entry in logged:
             self._put(entry)
 
     def add(self, record: UsageRecord, source: int) -> list[Decision]:
         """The events ``record`` (the ``source``-th of the batch) causes; empty when it is a
         duplicate."""
+        if record.feed == Feed.OTLP and record.request_id:
+            transcript = self._copies(record.request_id, transcript=True)
+            if transcript:  # the transcript has this request: report the cost with it
+                return self._add_report(transcript, record, source)
         existing = self._entries.get((record.message_id, record.request_id))
         if existing is not None:
             made = self._revise(existing, record, source)
@@ -86,6 +97,8 @@ class _Ledger:
         # sidechain copy, and it then retracts the message's other sidechain copies too.
         if made and not record.is_sidechain:
             made.extend(self._retract_sidechain_copies(record.message_id, source))
+        if made and record.feed != Feed.OTLP and record.request_id:
+            made.extend(self._retract_otlp_copies(record.request_id, source))
         return made
 
     def _revise(self, existing: Entry, record: UsageRecord, source: int) -> list[Decision]:
@@ -96,11 +109,15 @@ class _Ledger:
             return []  # a retracted replay stays retracted, however large the copy
         # else: a parent's copy under the key of a retracted sidechain copy counts again, as
         # it would have had it arrived before the retraction.
+        record = _with_report(record, existing.record)
         entry = Entry(record=record, revision=existing.revision + 1, counted=True)
         self._put(entry)
         return [Decision(EventKind.REVISED, record, entry.revision, source)]
 
     def _record(self, record: UsageRecord, source: int) -> Decision:
+        if record.feed != Feed.OTLP and record.request_id:
+            for key in self._copies(record.request_id, transcript=False):
+                record = _with_report(record, self._entries[key].record)
         self._put(Entry(record=record, revision=0, counted=True))
         return Decision(EventKind.RECORDED, record, 0, source)
 
@@ -116,6 +133,40 @@ class _Ledger:
                 made.append(Decision(EventKind.RETRACTED, entry.record, retracted.revision, source))
         return made
 
+    def _add_report(self, keys: list[Key], record: UsageRecord, source: int) -> list[Decision]:
+        """An OpenTelemetry copy of a request the transcript has: it never counts, but the
+        cost it reports is added to the counted transcript copy that has none (a revision
+        of the same tokens); otherwise it is a duplicate."""
+        made = []
+        for key in keys:
+            entry = self._entries[key]
+            if entry.counted and entry.record.reported_cost_nanos is None:
+                if record.reported_cost_nanos is None:
+                    continue
+                reported = entry.record._replace(reported_cost_nanos=record.reported_cost_nanos)
+                revised = Entry(record=reported, revision=entry.revision + 1, counted=True)
+                self._put(revised)
+                made.append(Decision(EventKind.REVISED, reported, revised.revision, source))
+        return made
+
+    def _retract_otlp_copies(self, request_id: str, source: int) -> list[Decision]:
+        made = []
+        for key in self._copies(request_id, transcript=False):
+            entry = self._entries[key]
+            if entry.counted:
+                retracted = entry._replace(revision=entry.revision + 1, counted=False)
+                self._put(retracted)
+                made.append(Decision(EventKind.RETRACTED, entry.record, retracted.revision, source))
+        return made
+
+    def _copies(self, request_id: str, *, transcript: bool) -> list[Key]:
+        """The keys of ``request_id``'s copies from the transcript, or from OpenTelemetry."""
+        return [
+            key
+            for key in self._by_request.get(request_id, [])
+            if (self._entries[key].record.feed != Feed.OTLP) == transcript
+        ]
+
     def _has_parent_copy(self, message_id: str) -> bool:
         return any(
             not self._entries[key].record.is_sidechain
@@ -126,9 +177,19 @@ class _Ledger:
         key = entry.key
         if key not in self._entries:
             self._by_message.setdefault(key[0], []).append(key)
+            if key[1]:
+                self._by_request.setdefault(key[1], []).append(key)
         if entry.record.is_sidechain:
             self._with_sidechain_copies.add(key[0])
         self._entries[key] = entry
+
+
+def _with_report(record: UsageRecord, held: UsageRecord) -> UsageRecord:
+    """``record`` replacing ``held`` as its request's counted copy keeps the cost Claude Code
+    reported for the request, if ``record`` itself has none."""
+    if record.reported_cost_nanos is None and held.reported_cost_nanos is not None:
+        return record._replace(reported_cost_nanos=held.reported_cost_nanos)
+    return record
 
 
 def _preferred(new: UsageRecord, old: UsageRecord) -> bool:

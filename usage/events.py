@@ -37,8 +37,17 @@ class EventKind(enum.StrEnum):
 
 # 2: the record keeps its speed, service tier and web searches (issue 13); events of
 # version 1 read back with the defaults, which price as those events always did.
-EVENT_SCHEMA_VERSION = 2
+# 3: the record names its feed and keeps the cost Claude Code reported (issue 16); earlier
+# events are transcript records without one.
+EVENT_SCHEMA_VERSION = 3
 MAX_TAG_LENGTH = 32  # speed, service tier: short words ("standard", "fast", "priority")
+
+
+class Feed(enum.StrEnum):
+    """Where a record came from. Stable strings: never rename, only add."""
+
+    TRANSCRIPT = ""  # a transcript line, sent by the agent (or anyone) to events/
+    OTLP = "otlp"  # a claude_code.api_request log event, sent by Claude Code to v1/logs
 
 
 class InvalidRecord(ValueError):
@@ -75,6 +84,11 @@ class UsageRecord(NamedTuple):
     speed: str = ""  # usage.speed: "standard", "fast"; "" when the line had none
     service_tier: str = ""  # usage.service_tier ("standard"); kept, not priced
     web_search_requests: int = 0  # usage.server_tool_use.web_search_requests
+    # Schema version 3 (issue 16): the feed, and the cost Claude Code itself reported in
+    # nanodollars (OpenTelemetry's cost_usd), kept beside ours for comparison, never summed
+    # as the cost. None when the feed reported none (transcript lines never do).
+    feed: str = Feed.TRANSCRIPT.value  # plain str: the database drivers take it as is
+    reported_cost_nanos: int | None = None
 
     @property
     def cache_creation_tokens(self) -> int:
@@ -298,6 +312,18 @@ class UsageEvent(NamedTuple):
         """Every event is about one message (what the projections count as messages)."""
         return 1
 
+    @property
+    def reported_cost_nanos(self) -> int:
+        """The cost Claude Code reported for this request (0 when it reported none)."""
+        reported = self.record.reported_cost_nanos
+        return 0 if reported is None else reported
+
+    @property
+    def compared_cost_nanos(self) -> int:
+        """Our cost of this request where Claude Code reported one (else 0): summed beside
+        ``reported_cost_nanos``, the two compare like with like."""
+        return 0 if self.record.reported_cost_nanos is None else self.cost_nanos
+
     def at_position(self, position: int) -> UsageEvent:
         """This event as the log stored it: every field kept, ``position`` set. (Not
         ``_replace``, which is slower: the ingest calls this once per record.)"""
@@ -305,6 +331,23 @@ class UsageEvent(NamedTuple):
 
 
 _POSITION = UsageEvent._fields.index("position")
+
+
+# An OpenTelemetry api_request event has no message id (issue 16). Its copy is keyed by its
+# request id, under a message id that says so; without a request id (older Claude Code), by
+# its session, its sequence number in the session and its time, so that an exporter's retry
+# of the same event is the same copy.
+OTLP_MESSAGE_ID_PREFIX = "otel:"
+MAX_OTLP_REQUEST_ID_LENGTH = MAX_ID_LENGTH - len(OTLP_MESSAGE_ID_PREFIX)
+
+
+def otlp_message_id(request_id: str) -> str:
+    return OTLP_MESSAGE_ID_PREFIX + request_id
+
+
+def otlp_sequence_message_id(session_id: str, sequence: int, timestamp: datetime) -> str:
+    key = f"{session_id}\0{sequence}\0{timestamp.isoformat()}".encode()
+    return f"{OTLP_MESSAGE_ID_PREFIX}seq:{hashlib.blake2b(key, digest_size=16).hexdigest()}"
 
 
 def fingerprint(message_id: str, request_id: str, revision: int) -> str:

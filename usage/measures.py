@@ -32,6 +32,10 @@ MEASURES = (
     Measure("cost_nanos", "c", "cost_nanos"),
     Measure("web_search_requests", "ws", "record.web_search_requests"),
     Measure("web_search_cost_nanos", "wc", "web_search_cost_nanos"),
+    # Claude Code's own cost figure (OpenTelemetry's cost_usd) and ours for the same
+    # requests, for comparison (issue 16): zero, so never stored, for transcript records.
+    Measure("reported_cost_nanos", "rc", "reported_cost_nanos"),
+    Measure("compared_cost_nanos", "rq", "compared_cost_nanos"),
 )
 FIELDS = tuple(measure.field for measure in MEASURES)
 # The measure that says whether anything is left in a hash (an owner with no messages).
@@ -49,6 +53,8 @@ class Totals(NamedTuple):
     cost_nanos: int = 0  # web search fees included
     web_search_requests: int = 0
     web_search_cost_nanos: int = 0
+    reported_cost_nanos: int = 0  # what Claude Code reported, where it reported a cost
+    compared_cost_nanos: int = 0  # our cost of those same requests
 
     @property
     def total_tokens(self) -> int:

@@ -45,6 +45,10 @@ class LoggedEvent(models.Model):
     service_tier = models.CharField(max_length=32, blank=True, default="")
     web_search_requests = models.PositiveBigIntegerField(default=0)
     web_search_cost_nanos = models.BigIntegerField(default=0)
+    # Schema version 3 (issue 16): the feed ("" a transcript line, "otlp" an OpenTelemetry
+    # api_request event) and the cost Claude Code reported, if it did (nanodollars).
+    feed = models.CharField(max_length=16, blank=True, default="")
+    reported_cost_nanos = models.BigIntegerField(null=True)
 
     class Meta:
         db_table = "usage_event"
@@ -60,6 +64,12 @@ class LoggedEvent(models.Model):
             models.Index(fields=["occurred_at"], name="usage_event_occurred_at"),
             models.Index(
                 fields=["user", "occurred_at", "position"], name="usage_event_user_occurred"
+            ),
+            # A request's copies from either feed (their message ids differ).
+            models.Index(
+                fields=["user", "request_id"],
+                name="usage_event_user_request",
+                condition=~models.Q(request_id=""),
             ),
         ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -14,7 +14,16 @@ from django.db import DataError, OperationalError, transaction
 from usage import completed_windows, outage, retention, side_tables, signals, store, wire
 from usage.completed_windows import Progress
 from usage.dedupe import Decision, Outcome, decide
-from usage.events import MAX_WINDOW_SKEW, EventKind, InvalidRecord, UsageEvent, UsageRecord
+from usage.events import (
+    MAX_WINDOW_SKEW,
+    EventKind,
+    Feed,
+    InvalidRecord,
+    UsageEvent,
+    UsageRecord,
+    check_storable,
+    otlp_message_id,
+)
 from usage.limits import OfficialLimits
 from usage.pricing import Cost, price
 from usage.projection import projector
@@ -96,7 +105,28 @@ def ingest_records(
     and duplicate checks and the insert run, so concurrent ingests wait as little as
     possible. Every problem of one record is that record's rejection, by its index.
     """
-    batch = _parse(records, host=host, now=now)
+    return _ingest(
+        user_id, _parse(records, lambda raw: wire.parse(raw, host=host, now=now), now), now
+    )
+
+
+def ingest_usage(
+    *, user_id: int, records: Sequence[UsageRecord | InvalidRecord | None], now: datetime
+) -> IngestResult:
+    """``ingest_records`` for a feed that parses its own records (OpenTelemetry's): each
+    item is a record, the reason it was refused, or None (not usage: skipped)."""
+    return _ingest(user_id, _parse(records, _given, now), now)
+
+
+def _given(item: object) -> UsageRecord | None:
+    if isinstance(item, InvalidRecord):
+        raise item
+    if item is not None:
+        check_storable(item)  # type: ignore[arg-type]
+    return item  # type: ignore[return-value]
+
+
+def _ingest(user_id: int, batch: _Parsed, now: datetime) -> IngestResult:
     # Priced, and each record's event and row built, here: outside the lock that
     # serialises every ingest of every process. Most records are new messages, whose event
     # is this one: the decision that records ``records[i]`` takes ``first_copies[i]``.
@@ -108,8 +138,9 @@ def ingest_records(
     try:
         with store.appending(user_id):
             after = store.head(user_id)
-            _within_quotas(batch, store.names_in_use(user_id, after.position))
-            appended = _append_storable(user_id, batch, now)
+            names = store.names_in_use(user_id, after.position)
+            _within_quotas(batch, names)
+            appended = _append_storable(user_id, batch, now, feeds=names.feeds)
             events = store.positioned(appended.pending, appended.positions)
             if appended.positions:
                 store.remember_names(user_id, events, appended.positions[-1])
@@ -141,18 +172,19 @@ def ingest_records(
     return result
 
 
-def _append_storable(user_id: int, batch: _Parsed, now: datetime) -> _Appended:
+def _append_storable(user_id: int, batch: _Parsed, now: datetime, *, feeds: set[str]) -> _Appended:
     """Decide and append ``batch`` (inside ``appending()``). Should the database refuse a
     value that the parse-time check let through, the refused records are found by halving,
     each in a savepoint rolled back at once, then left out as rejections; the rest are
     decided again without them (a refused first copy must not leave its revision behind)
     and appended."""
-    logged = store.latest_entries(user_id, {record.message_id for record in batch.records})
+    logged = store.latest_entries(user_id, *_dedupe_keys(batch.records, feeds))
     while True:
         outcome = decide(batch.records, logged)
         pending = [
             batch.first_copies[decision.source]
             if decision.kind is EventKind.RECORDED
+            and decision.record is batch.records[decision.source]
             else store.prepare([_decided(user_id, decision, now)])[0]
             for decision in outcome.decisions
         ]
@@ -165,6 +197,25 @@ def _append_storable(user_id: int, batch: _Parsed, now: datetime) -> _Appended:
         sources = {outcome.decisions[at].source for at in refused}
         message = f"the event log cannot store this record ({reason})"
         batch.without(sources, InvalidRecord.code, dict.fromkeys(sources, message))
+
+
+def _dedupe_keys(records: Sequence[UsageRecord], feeds: set[str]) -> tuple[set[str], set[str]]:
+    """The message ids and request ids whose logged copies decide ``records``. A request's
+    OpenTelemetry copy has the message id ``otel:<request id>``, so a transcript record finds
+    it by message id; an OpenTelemetry copy finds the transcript's by request id. Only a
+    user who has used both feeds (``feeds``: the user's, from the log) pays for either."""
+    message_ids = {record.message_id for record in records}
+    request_ids: set[str] = set()
+    mixed = Feed.OTLP in feeds or any(record.feed == Feed.OTLP for record in records)
+    if mixed:
+        for record in records:
+            if not record.request_id:
+                continue
+            if record.feed == Feed.OTLP:
+                request_ids.add(record.request_id)
+            else:
+                message_ids.add(otlp_message_id(record.request_id))
+    return message_ids, request_ids
 
 
 class _Probe(Exception):
@@ -301,13 +352,15 @@ def retention_cutoff(now: datetime) -> datetime | None:
     return None if hours <= 0 else now - timedelta(hours=hours)
 
 
-def _parse(records: Sequence[object], *, host: str, now: datetime) -> _Parsed:
+def _parse(
+    records: Sequence[object], parse: Callable[[object], UsageRecord | None], now: datetime
+) -> _Parsed:
     cutoff = retention_cutoff(now)
     latest = now + MAX_WINDOW_SKEW
     batch = _Parsed()
     for index, raw in enumerate(records):
         try:
-            record = wire.parse(raw, host=host, now=now)
+            record = parse(raw)
         except InvalidRecord as error:
             batch.rejected.append(Rejection(index, error.code, error.message))
             continue
@@ -363,6 +416,7 @@ def _event(
             cache_creation_1h_tokens=0,
             cache_read_tokens=0,
             web_search_requests=0,
+            reported_cost_nanos=None,
         )
     cost = _cost(record)
     return UsageEvent(

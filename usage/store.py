@@ -68,6 +68,8 @@ COLUMNS = (
     Column("speed", "varchar", "record.speed"),
     Column("service_tier", "varchar", "record.service_tier"),
     Column("web_search_requests", "int8", "record.web_search_requests"),
+    Column("feed", "varchar", "record.feed"),
+    Column("reported_cost_nanos", "int8", "record.reported_cost_nanos"),
     Column("cost_nanos", "int8", "cost_nanos"),
     Column("priced", "bool", "priced"),
     Column("recorded_at", "timestamptz", "recorded_at"),
@@ -121,28 +123,40 @@ def appending(user_id: int) -> Iterator[None]:
         yield
 
 
-def latest_entries(user_id: int, message_ids: Iterable[str]) -> list[Entry]:
+def latest_entries(
+    user_id: int, message_ids: Iterable[str], request_ids: Iterable[str] = ()
+) -> list[Entry]:
     """What the dedupe needs of ``latest_events``."""
-    return [_entry(event) for event in latest_events(user_id, message_ids)]
+    return [_entry(event) for event in latest_events(user_id, message_ids, request_ids)]
 
 
-def latest_events(user_id: int, message_ids: Iterable[str]) -> list[UsageEvent]:
-    """The newest revision of every logged (message id, request id) among ``message_ids``."""
-    return newest_revisions(_logged_with_message_ids(user_id, sorted(set(message_ids))))
+def latest_events(
+    user_id: int, message_ids: Iterable[str], request_ids: Iterable[str] = ()
+) -> list[UsageEvent]:
+    """The newest revision of every logged (message id, request id) whose message id is
+    among ``message_ids`` or whose request id is among ``request_ids`` (a request's copy
+    from another feed has another message id: issue 16)."""
+    found = _logged_with(user_id, "message_id", sorted(set(message_ids)))
+    wanted = sorted({request_id for request_id in request_ids if request_id})
+    if wanted:
+        found += _logged_with(user_id, "request_id", wanted)
+    return newest_revisions(found)
 
 
-def _logged_with_message_ids(user_id: int, ids: list[str]) -> list[UsageEvent]:
+def _logged_with(user_id: int, column: str, ids: list[str]) -> list[UsageEvent]:
     if connection.vendor == "postgresql":
-        return _logged_with_message_ids_postgresql(user_id, ids)
+        return _logged_with_postgresql(user_id, column, ids)
     # A plain IN list, in chunks under SQLite's parameter limit.
     found: list[UsageEvent] = []
     for start in range(0, len(ids), 500):
-        rows = LoggedEvent.objects.filter(user_id=user_id, message_id__in=ids[start : start + 500])
+        rows = LoggedEvent.objects.filter(
+            user_id=user_id, **{f"{column}__in": ids[start : start + 500]}
+        )
         found += _events(rows.values_list(*_READ_FIELDS))
     return found
 
 
-def _logged_with_message_ids_postgresql(user_id: int, ids: list[str]) -> list[UsageEvent]:
+def _logged_with_postgresql(user_id: int, column: str, ids: list[str]) -> list[UsageEvent]:
     """One index probe per id, forced.
 
     Before autovacuum first analyses the table (a minute or more after it fills), the
@@ -155,19 +169,23 @@ def _logged_with_message_ids_postgresql(user_id: int, ids: list[str]) -> list[Us
     if not ids:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(dedupe_probe_sql(), [orjson.dumps(ids).decode(), user_id])
+        cursor.execute(dedupe_probe_sql(column), [orjson.dumps(ids).decode(), user_id])
         return _events(cursor.fetchall())
 
 
-@lru_cache(maxsize=1)
-def dedupe_probe_sql() -> str:
-    """Parameters: the message ids as a JSON array (one string parameter: quoting a list of
-    1,000 ids as an SQL array literal took psycopg a regex search per id), the user id."""
-    columns = ", ".join(f"e.{column}" for column in _READ_FIELDS)
+@lru_cache(maxsize=2)
+def dedupe_probe_sql(column: str = "message_id") -> str:
+    """Parameters: the ids as a JSON array (one string parameter: quoting a list of 1,000
+    ids as an SQL array literal took psycopg a regex search per id), the user id. By
+    ``request_id`` the condition names the partial index's (no empty request ids)."""
+    if column not in ("message_id", "request_id"):
+        raise ValueError(column)
+    columns = ", ".join(f"e.{name}" for name in _READ_FIELDS)
+    partial = " AND request_id <> ''" if column == "request_id" else ""
     return (
-        f"SELECT {columns} FROM jsonb_array_elements_text(%s::jsonb) AS wanted(message_id) "
+        f"SELECT {columns} FROM jsonb_array_elements_text(%s::jsonb) AS wanted(id) "
         f"CROSS JOIN LATERAL (SELECT * FROM {_TABLE} WHERE user_id = %s "
-        "AND message_id = wanted.message_id OFFSET 0) AS e"
+        f"AND {column} = wanted.id{partial} OFFSET 0) AS e"
     )
 
 
@@ -477,7 +495,7 @@ def newest_revisions_through(
     request id) among ``message_ids``: the copy a projection standing at ``through``
     counts. (Revisions are appended in order, so a higher one has a higher position.)"""
     newest: dict[tuple[str, str], int] = {}
-    for event in _logged_with_message_ids(user_id, sorted(set(message_ids))):
+    for event in _logged_with(user_id, "message_id", sorted(set(message_ids))):
         if event.position is not None and event.position <= through:
             key = (event.record.message_id, event.record.request_id)
             newest[key] = max(newest.get(key, -1), event.revision)
@@ -537,7 +555,7 @@ def _entry(event: UsageEvent) -> Entry:
 
 # --- the names a user's records use (for the per-user quotas) ------------------------------
 
-NAME_COLUMNS = ("model", "project_path", "session_id", "host")
+NAME_COLUMNS = ("model", "project_path", "session_id", "host", "feed")
 # Users whose names a process keeps, and how long it trusts them before reading them again
 # from the log (retention deletes events; until then a pruned name still counts).
 NAMES_CACHED_USERS = 64
@@ -551,6 +569,7 @@ class Names(NamedTuple):
     projects: set[str]
     sessions: set[str]
     hosts: set[str]
+    feeds: set[str]  # not a quota: whether a copy from another feed can be in the log
 
 
 @dataclass
@@ -580,7 +599,7 @@ def names_in_use(user_id: int, user_head: int) -> Names:
         or time.monotonic() - known.read_at > NAMES_REREAD_SECONDS
     )
     if known is None or stale:
-        known = _KnownNames(log_id, 0, time.monotonic(), Names(set(), set(), set(), set()))
+        known = _KnownNames(log_id, 0, time.monotonic(), Names(set(), set(), set(), set(), set()))
     if known.position < user_head:
         _add_names(known.names, _names_after(user_id, known.position))
         known.position = user_head
@@ -598,25 +617,29 @@ def remember_names(user_id: int, events: Sequence[UsageEvent], position: int) ->
     if known is None or known.position >= position:
         return
     rows = [
-        (e.record.model, e.record.project_path, e.record.session_id, e.record.host) for e in events
+        (r.model, r.project_path, r.session_id, r.host, r.feed)
+        for r in (event.record for event in events)
     ]
     _add_names(known.names, rows)
     known.position = position
 
 
-def _names_after(user_id: int, position: int) -> list[tuple[str, str, str, str]]:
+def _names_after(user_id: int, position: int) -> list[tuple[str, str, str, str, str]]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT DISTINCT {', '.join(NAME_COLUMNS)} FROM {_TABLE} "
             "WHERE user_id = %s AND position > %s",
             [user_id, position],
         )
-        return [(model, project, session, host) for model, project, session, host in cursor]
+        return [
+            (model, project, session, host, feed) for model, project, session, host, feed in cursor
+        ]
 
 
-def _add_names(names: Names, rows: Iterable[tuple[str, str, str, str]]) -> None:
-    for model, project, session, host in rows:
+def _add_names(names: Names, rows: Iterable[tuple[str, str, str, str, str]]) -> None:
+    for model, project, session, host, feed in rows:
         names.models.add(model)
         names.projects.add(project)
         names.sessions.add(session)
         names.hosts.add(host)
+        names.feeds.add(feed)

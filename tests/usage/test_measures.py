@@ -60,6 +60,8 @@ def test_an_events_values_are_its_usage_by_measure() -> None:
         web_search_requests=2,
         web_search_cost_nanos=9,
     )
+    reported = an_event()._replace(record=an_event().record._replace(reported_cost_nanos=40))
+    assert Totals._make(values_of(reported))[-2:] == (40, 17)  # Claude Code's cost, and ours
 
 
 def test_events_sum_measure_by_measure_their_cost_priced_afresh() -> None:
@@ -113,6 +115,18 @@ def test_every_projection_sums_the_measure(user: User, measure: Measure) -> None
         transcript_line("c", NOW - timedelta(minutes=1), "claude-opus-4-1-20250805"),
     ]
     services.ingest_records(user_id=user.pk, records=lines, host="laptop", now=NOW)
+    # A request from OpenTelemetry, with the cost Claude Code reported for it.
+    reported = an_event().record._replace(
+        message_id="otel:req_d",
+        request_id="req_d",
+        timestamp=NOW - timedelta(minutes=3),
+        session_id="session-1",
+        project_path="/home/alice/api",
+        host="laptop",
+        feed="otlp",
+        reported_cost_nanos=123_456,
+    )
+    services.ingest_usage(user_id=user.pk, records=[reported], now=NOW)
     events = store.events_after(user.pk, 0)
     expected = getattr(sum_totals(events), measure.name)
     by_model = {
