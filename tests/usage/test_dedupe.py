@@ -15,7 +15,15 @@ import pytest
 
 from tests.data.copy_ranking import Case, Copy, load_cases
 from usage.dedupe import Entry, decide
-from usage.events import EventKind, InvalidRecord, UsageRecord, parse_record
+from usage.events import (
+    EventKind,
+    Feed,
+    InvalidRecord,
+    UsageRecord,
+    otlp_message_id,
+    otlp_sequence_message_id,
+    parse_record,
+)
 
 T0 = datetime(2025, 10, 5, 21, 0, tzinfo=UTC)
 Key = tuple[str, str]
@@ -45,6 +53,28 @@ def record(
         project_path="/home/dev/acme-api",
         is_sidechain=sidechain,
         host=host,
+    )
+
+
+def otlp_copy(
+    request_id: str = "req_1",
+    *,
+    cost: int | None = 12_345_000,
+    output_tokens: int = 400,
+    seconds: float = 0.05,
+    sequence: int = 7,
+) -> UsageRecord:
+    """The same request as Claude Code's OpenTelemetry export sends it: keyed by its request
+    id (or, without one, its session, sequence and time), cache writes unsplit, with the
+    cost Claude Code reported."""
+    moment = T0 + timedelta(seconds=seconds)
+    message_id = (
+        otlp_message_id(request_id)
+        if request_id
+        else otlp_sequence_message_id("session-a", sequence, moment)
+    )
+    return record(message_id, request_id, output_tokens=output_tokens, seconds=seconds)._replace(
+        project_path="", feed=Feed.OTLP.value, reported_cost_nanos=cost
     )
 
 
@@ -218,6 +248,23 @@ SCENARIOS = {
         record("msg_1", "req_2", seconds=0.1),
         record("msg_1", "req_1", seconds=0.2),
     ],
+    "a request from the transcript and from OpenTelemetry": [record(), otlp_copy()],
+    "partial transcript copies and OpenTelemetry's, sent twice": [
+        record(output_tokens=1),
+        otlp_copy(),
+        record(output_tokens=412, seconds=0.4),
+        otlp_copy(),
+    ],
+    "a subagent's request from both feeds": [
+        record("msg_sub", "req_sub", sidechain=True),
+        otlp_copy("req_sub"),
+        record("msg_2", "req_2", seconds=30),
+    ],
+    "OpenTelemetry without request ids, one event sent twice": [
+        otlp_copy("", sequence=1),
+        otlp_copy("", sequence=1),
+        otlp_copy("", sequence=2, seconds=9),
+    ],
     "the same log shipped from two hosts": [
         record(host="laptop"),
         record(host="desktop"),
@@ -252,6 +299,50 @@ def test_resending_a_batch_adds_nothing(batch: list[UsageRecord]) -> None:
 
     assert outcome.decisions == []
     assert outcome.duplicates == len(batch)
+
+
+def test_an_opentelemetry_copy_of_a_transcript_request_is_not_counted_but_reports_its_cost() -> (
+    None
+):
+    transcript = record()
+
+    state = fold([transcript, otlp_copy(cost=99)])
+
+    assert counted(state) == {("msg_1", "req_1"): transcript._replace(reported_cost_nanos=99)}
+
+
+def test_an_opentelemetry_copy_is_retracted_when_the_transcripts_copy_arrives() -> None:
+    logged = fold([otlp_copy(cost=99)])
+    assert list(counted(logged)) == [("otel:req_1", "req_1")]
+
+    outcome = decide([record()], list(logged.values()))
+
+    assert [(d.kind, d.record.message_id) for d in outcome.decisions] == [
+        (EventKind.RECORDED, "msg_1"),
+        (EventKind.RETRACTED, "otel:req_1"),
+    ]
+    assert outcome.decisions[0].record.reported_cost_nanos == 99  # the cost stays with it
+
+
+def test_a_larger_transcript_copy_keeps_the_reported_cost() -> None:
+    state = fold([record(output_tokens=1), otlp_copy(cost=99), record(output_tokens=412)])
+
+    [kept] = counted(state).values()
+    assert (kept.output_tokens, kept.reported_cost_nanos) == (412, 99)
+
+
+def test_an_opentelemetry_copy_without_a_cost_after_the_transcripts_is_a_duplicate() -> None:
+    outcome = decide([otlp_copy(cost=None)], list(fold([record()]).values()))
+
+    assert (outcome.decisions, outcome.duplicates) == ([], 1)
+
+
+def test_opentelemetry_events_without_request_ids_count_beside_the_transcript() -> None:
+    """Nothing ties them to a transcript line (older Claude Code): both count, which is why
+    the README says to run one feed or the other with such versions."""
+    state = fold([record(), otlp_copy("")])
+
+    assert len(counted(state)) == 2
 
 
 def test_the_largest_copy_is_the_one_counted() -> None:

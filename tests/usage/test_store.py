@@ -601,3 +601,29 @@ def test_a_new_users_first_events_refresh_the_statistics_so_their_probe_uses_the
         cursor.execute("EXPLAIN " + store.dedupe_probe_sql(), [json.dumps(ids), other_user.pk])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "usage_event_one_revision" in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_opentelemetry_copys_probe_by_request_id_uses_its_partial_index(user: User) -> None:
+    """An OpenTelemetry copy finds the transcript's copy of its request by request id (the
+    message ids differ): one probe per id through (user, request_id) where a request id is
+    set, never a walk of the user's rows."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner and statistics")
+    start = NOW - timedelta(hours=2)
+    records = [
+        assistant_record(f"msg_{i:05d}", start + timedelta(seconds=i), request_id=f"req_{i:05d}")
+        for i in range(store.YOUNG_LOG_ROWS + 200)
+    ]
+    for offset in range(0, len(records), 400):
+        ingest(user.pk, records[offset : offset + 400])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE usage_event")
+        ids = [f"req_{i:05d}" for i in range(0, 1000, 3)]
+        cursor.execute(
+            "EXPLAIN " + store.dedupe_probe_sql("request_id"), [json.dumps(ids), user.pk]
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "usage_event_user_request" in plan, plan
+    found = store.latest_events(user.pk, [], ["req_00007", "req_missing"])
+    assert [event.record.message_id for event in found] == ["msg_00007"]
