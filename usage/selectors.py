@@ -132,6 +132,10 @@ def price_list(*, user_id: int, now: datetime, day: date | None = None) -> dict[
         data=pricing.price_data(),
         day=day,
         cards=[(name, pricing.rate_card(name, day)) for name in sorted(names)],
+        reported={
+            name: (totals.reported_cost_nanos, totals.compared_cost_nanos)
+            for name, totals in models.items()
+        },
     )
 
 

@@ -187,11 +187,20 @@ PRICE_UNITS = "USD per million tokens; web search: USD per 1,000 searches"
 
 
 def price_list(
-    *, data: PriceData, day: date, cards: Sequence[tuple[str, RateCard | None]]
+    *,
+    data: PriceData,
+    day: date,
+    cards: Sequence[tuple[str, RateCard | None]],
+    reported: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, object]:
     """The rates in force on ``day`` for each model, each with its source: what a person
-    checks a bill against, line by line."""
-    models = [_price_entry(name, card) for name, card in cards]
+    checks a bill against, line by line. ``reported``: per model, the cost Claude Code
+    reported over OpenTelemetry and ours for the same requests (nanodollars), if any."""
+    reported = reported or {}
+    models = [
+        {**_price_entry(name, card), "reported_by_claude_code": _reported(reported.get(name))}
+        for name, card in cards
+    ]
     return {
         "date": day.isoformat(),
         "units": PRICE_UNITS,
@@ -202,6 +211,19 @@ def price_list(
         },
         "models": models,
         "count": len(models),
+    }
+
+
+def _reported(figures: tuple[int, int] | None) -> dict[str, float] | None:
+    """Claude Code's own cost figure (OpenTelemetry's cost_usd) beside ours, for the requests
+    it reported one for; None when it reported none for the model."""
+    if figures is None or figures == (0, 0):
+        return None
+    theirs, ours = figures
+    return {
+        "reported_cost_usd": usd(theirs),
+        "our_cost_usd": usd(ours),
+        "difference_usd": usd(theirs - ours),
     }
 
 

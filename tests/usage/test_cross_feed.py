@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
+from rest_framework.test import APIClient
 
 from otlp_feed.api_requests import parse_api_request
-from tests.conftest import sample_lines
+from tests.conftest import client_for, sample_lines
 from tests.usage.projection_dump import dump_projection
 from usage import services, store, wire
 from usage.events import UsageEvent, UsageRecord, newest_revisions
@@ -152,3 +153,28 @@ def test_an_exporters_retry_adds_nothing(
 
     assert (result.accepted, result.duplicates) == (0, len(copies))
     assert redis_store.totals(user.pk) == before
+
+
+def test_pricing_shows_claude_codes_reported_cost_beside_ours_per_model(
+    user: User,
+    other_user: User,
+    api: APIClient,
+    agent_only: tuple[Totals, dict[str, Totals], list[UsageRecord]],
+) -> None:
+    _, _, copies = agent_only
+    ingest_transcript(user.pk)
+    services.ingest_usage(user_id=user.pk, records=copies, now=NOW)
+
+    models = api.get("/app/claude-usage/pricing/").json()["models"]
+
+    reported = {entry["model"]: entry["reported_by_claude_code"] for entry in models}
+    for model in {copy.model for copy in copies}:
+        sent = [copy for copy in copies if copy.model == model]
+        figures = reported[model]
+        assert figures["reported_cost_usd"] == round(
+            sum(copy.reported_cost_nanos or 0 for copy in sent) / 1e9, 6
+        )
+        assert figures["difference_usd"] == pytest.approx(1_000 * len(sent) / 1e9, abs=2e-6)
+    assert set(reported) == {copy.model for copy in copies}
+    agent_only_models = client_for(other_user).get("/app/claude-usage/pricing/").json()["models"]
+    assert [entry["reported_by_claude_code"] for entry in agent_only_models] == [None] * 4

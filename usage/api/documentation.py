@@ -278,6 +278,18 @@ class ModelPricesSerializer(_Base):
         fields={"usd_per_1000": S.FloatField(), "source": _source()},
         allow_null=True,
     )
+    reported_by_claude_code = inline_serializer(
+        "ReportedCost",
+        fields={
+            "reported_cost_usd": S.FloatField(
+                help_text="What Claude Code's OpenTelemetry api_request events said (cost_usd)."
+            ),
+            "our_cost_usd": S.FloatField(help_text="Our cost of those same requests."),
+            "difference_usd": S.FloatField(help_text="Reported minus ours."),
+        },
+        allow_null=True,
+        help_text="Over the requests Claude Code reported a cost for (v1/logs); null if none.",
+    )
 
 
 class PriceDataSerializer(_Base):
