@@ -3,16 +3,19 @@ learn a limit from history after retention has pruned the events themselves.
 
 The periodic worker records them once per tick, looking only at what can have changed since
 its previous tick: users with new events (from the earliest of those events on), and users
-whose latest window may have ended meanwhile. A user's windows are recomputed from the start
-of their latest recorded window before the change (a window start is where the chain of
-windows restarts), so a tick reads hours of events, not the whole history.
+whose latest window may have ended meanwhile. A user's windows are recomputed from a window
+start before the change (a window start is where the chain of windows restarts): the start
+of the window still open at the previous tick when the change is after it (the usual case:
+a tick reads the minutes of the open window), else the start of their latest recorded
+window, so a tick reads hours of events, not the whole history.
 """
 
 from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from usage import side_tables, store
@@ -34,6 +37,9 @@ class Progress:
     position: int = 0
     checked_at: datetime | None = None
     retry: frozenset[int] = frozenset()
+    # The start of each (user, alignment)'s window that was still open at ``checked_at``:
+    # where its chain restarts for changes at or after it (no window table row holds it).
+    open_windows: Mapping[tuple[int, str], datetime] = field(default_factory=dict)
 
 
 def record(*, now: datetime, since: Progress, frozen_before: datetime | None) -> Progress:
@@ -45,10 +51,15 @@ def record(*, now: datetime, since: Progress, frozen_before: datetime | None) ->
     changed = store.earliest_times_after(since.position)
     users = set(changed) | set(_users_whose_window_may_have_ended(since, now)) | since.retry
     failed = set()
+    open_windows = {  # kept while they can still be open; a user's are replaced below
+        key: start for key, start in since.open_windows.items() if start > now - WINDOW_LENGTH
+    }
     for user_id in sorted(users):
         retried = user_id in since.retry
+        for align in WindowAlign:
+            open_windows.pop((user_id, align.value), None)
         try:
-            _record_user(
+            opened = _record_user(
                 user_id,
                 now - HISTORY if retried else changed.get(user_id, now),
                 now,
@@ -58,8 +69,12 @@ def record(*, now: datetime, since: Progress, frozen_before: datetime | None) ->
         except Exception:
             log.exception("completed windows of user %s failed; will retry next tick", user_id)
             failed.add(user_id)
+        else:
+            open_windows.update(((user_id, align), start) for align, start in opened.items())
     side_tables.delete_completed_windows_before(now - HISTORY)
-    return Progress(position=head, checked_at=now, retry=frozenset(failed))
+    return Progress(
+        position=head, checked_at=now, retry=frozenset(failed), open_windows=open_windows
+    )
 
 
 def _users_whose_window_may_have_ended(since: Progress, now: datetime) -> list[int]:
@@ -78,19 +93,41 @@ def _record_user(
     now: datetime,
     since: Progress,
     frozen_before: datetime | None,
-) -> None:
+) -> dict[str, datetime]:
     """Recompute the user's windows from where each alignment's chain of windows restarts
-    before ``changed_from``, and record the finished ones that are new or changed."""
+    before ``changed_from``, and record the finished ones that are new or changed. Returns
+    the start of each alignment's window still open."""
     starts = {
         align: _restart_point(user_id, align, changed_from, now, frozen_before)
         for align in WindowAlign
     }
+    for align in WindowAlign:
+        open_start = since.open_windows.get((user_id, align.value))
+        if _restarts_there(open_start, starts[align], changed_from, frozen_before):
+            starts[align] = open_start  # type: ignore[assignment]
     events = newest_revisions(store.events_between(user_id, min(starts.values()), now))
     counted = sorted((e for e in events if e.counted), key=lambda e: e.record.timestamp)
+    opened = {}
     for align, start in starts.items():
         after_start = [e for e in counted if e.record.timestamp >= start]
         unchanged_before = min(since.checked_at, changed_from) if since.checked_at else None
-        _record_windows(user_id, align, after_start, start, now, unchanged_before)
+        open_start = _record_windows(user_id, align, after_start, start, now, unchanged_before)
+        if open_start is not None:
+            opened[align.value] = open_start
+    return opened
+
+
+def _restarts_there(
+    open_start: datetime | None,
+    restart: datetime,
+    changed_from: datetime,
+    frozen_before: datetime | None,
+) -> bool:
+    """Whether the chain can restart at the window open at the previous tick: nothing
+    changed before it, and retention has not cut into it."""
+    if open_start is None or not restart < open_start <= changed_from:
+        return False
+    return frozen_before is None or open_start >= frozen_before
 
 
 def _restart_point(
@@ -119,11 +156,11 @@ def _record_windows(
     start: datetime,
     now: datetime,
     unchanged_before: datetime | None,
-) -> None:
+) -> datetime | None:
     """Save the finished windows of ``events`` (in time order, from a restart point on) and
     delete the recorded windows from ``start`` on that no longer exist (later data moved
     them). A window that ended before ``unchanged_before`` was saved by an earlier tick and
-    holds nothing new."""
+    holds nothing new. Returns the start of the window still open, if one is."""
     windows = split_into_windows([e.record.timestamp for e in events], align)
     finished = [window for window in windows if window.end <= now]
     stamps = [event.record.timestamp for event in events]
@@ -141,6 +178,7 @@ def _record_windows(
             totals=_window_totals(inside),
         )
     side_tables.delete_windows_from(user_id, align.value, start, keep={w.start for w in finished})
+    return windows[-1].start if windows and windows[-1].end > now else None
 
 
 def _window_totals(events: list[UsageEvent]) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -111,7 +112,7 @@ def test_a_tick_after_a_quiet_minute_reads_and_saves_nothing(user: User, calls: 
     assert calls.saves == []
 
 
-def test_a_window_that_ends_between_ticks_is_recorded_from_the_latest_recorded_window_on(
+def test_a_window_that_ends_between_ticks_is_recorded_from_its_own_start_on(
     user: User, calls: Calls
 ) -> None:
     ingest(user, record("a", at(1)), record("b", at(7)), now=at(7))
@@ -122,8 +123,48 @@ def test_a_window_that_ends_between_ticks_is_recorded_from_the_latest_recorded_w
 
     assert windows(user) == [("01:00", 200), ("07:00", 200)]
     assert calls.saves[-2:] == [at(7), at(7)]
-    # it read from the window recorded last (01:00), not thirty days back
+    # it read from the window open at the previous tick (07:00), not from the one recorded
+    # before it (01:00), nor thirty days back
+    assert [start for start, _ in calls.reads] == [at(7)]
+
+
+def test_without_the_previous_ticks_progress_it_reads_from_the_latest_recorded_window(
+    user: User, calls: Calls
+) -> None:
+    """A restarted worker knows no open window: the recorded ones still bound the read."""
+    ingest(user, record("a", at(1)), record("b", at(7)), now=at(7))
+    progress = services.record_completed_windows(now=at(7, 30), since=Progress())
+    calls.reads.clear()
+
+    services.record_completed_windows(now=at(12, 1), since=replace(progress, open_windows={}))
+
+    assert windows(user) == [("01:00", 200), ("07:00", 200)]
     assert [start for start, _ in calls.reads] == [at(1)]
+
+
+def test_a_busy_users_ticks_read_their_open_window_not_their_history(
+    user: User, calls: Calls
+) -> None:
+    """A user without a finished window yet (their first five hours) was read from thirty
+    days back on every tick; a user with one, from the start of the window before the open
+    one. Each tick now reads from the open window's start."""
+    ingest(user, record("a", at(1)), now=at(1))
+    progress = services.record_completed_windows(now=at(1, 1), since=Progress())
+    for minute in range(2, 6):
+        ingest(user, record(f"m{minute}", at(1, minute)), now=at(1, minute))
+        calls.reads.clear()
+        progress = services.record_completed_windows(now=at(1, minute), since=progress)
+        assert [start for start, _ in calls.reads] == [at(1)], minute
+    ingest(user, record("late", at(6, 30)), now=at(6, 30))  # opens the next window
+
+    progress = services.record_completed_windows(now=at(6, 31), since=progress)
+    calls.reads.clear()
+    ingest(user, record("later", at(6, 40)), now=at(6, 40))
+    services.record_completed_windows(now=at(6, 41), since=progress)
+
+    assert windows(user) == [("01:00", 1000)]
+    # from the open windows' starts (06:30 exact, 06:00 by the hour), not from 01:00
+    assert [start for start, _ in calls.reads] == [at(6, 0)]
 
 
 def test_a_late_message_that_moves_a_windows_start_replaces_the_window(user: User) -> None:
@@ -173,3 +214,29 @@ def test_a_user_whose_windows_failed_to_save_is_recomputed_in_full_next_tick(
     services.record_completed_windows(now=at(6, 31), since=progress)
 
     assert windows(user) == [("01:00", 200)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ticks_as_events_come_record_what_one_tick_over_everything_records(
+    user: User, seed: int
+) -> None:
+    """Messages over a day, some late (an agent that was offline), a tick every 20 minutes:
+    the windows recorded tick by tick equal those of one tick over the whole log."""
+    chance = random.Random(seed)
+    progress = Progress()
+    sent = 0
+    for step in range(1, 72):
+        now = at(0) + timedelta(minutes=20 * step)
+        if chance.random() < 0.6:
+            late = chance.random() < 0.2
+            moment = now - timedelta(minutes=chance.randrange(1, 400 if late else 20))
+            sent += 1
+            ingest(user, record(f"m{sent}", max(moment, at(0)), tokens=sent), now=now)
+        progress = services.record_completed_windows(now=now, since=progress)
+    tick_by_tick = {align: windows(user, align) for align in ("exact", "hour")}
+
+    CompletedWindow.objects.filter(user=user).delete()
+    services.record_completed_windows(now=at(0) + timedelta(minutes=20 * 71), since=Progress())
+
+    assert {align: windows(user, align) for align in ("exact", "hour")} == tick_by_tick
+    assert tick_by_tick["exact"]  # the day had finished windows
