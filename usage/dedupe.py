@@ -25,6 +25,7 @@ from typing import NamedTuple
 from usage.events import EventKind, Feed, UsageRecord
 
 Key = tuple[str, str]  # (message id, request id)
+_OTLP = Feed.OTLP.value  # a plain str: compared once or twice per record
 
 
 class Entry(NamedTuple):
@@ -58,7 +59,11 @@ class Outcome:
 
 def decide(records: Sequence[UsageRecord], logged: Iterable[Entry]) -> Outcome:
     """Fold ``records`` (in arrival order) into the ``logged`` entries of their messages."""
-    ledger = _Ledger(logged)
+    logged = list(logged)
+    # Copies of another feed are rare (a user of both the agent and OpenTelemetry): only
+    # then does the ledger follow request ids (it cost a transcript batch twice the time).
+    mixed = any(record.feed for record in records) or any(entry.record.feed for entry in logged)
+    ledger = _Ledger(logged, across_feeds=mixed)
     decisions: list[Decision] = []
     duplicates = 0
     for index, record in enumerate(records):
@@ -71,18 +76,19 @@ def decide(records: Sequence[UsageRecord], logged: Iterable[Entry]) -> Outcome:
 
 
 class _Ledger:
-    def __init__(self, logged: Iterable[Entry]) -> None:
+    def __init__(self, logged: Iterable[Entry], *, across_feeds: bool) -> None:
         self._entries: dict[Key, Entry] = {}
         self._by_message: dict[str, list[Key]] = {}
         self._with_sidechain_copies: set[str] = set()  # message ids: the common case is none
         self._by_request: dict[str, list[Key]] = {}  # the keys of each request id
+        self._across_feeds = across_feeds  # else no record nor entry is OpenTelemetry's
         for entry in logged:
             self._put(entry)
 
     def add(self, record: UsageRecord, source: int) -> list[Decision]:
         """The events ``record`` (the ``source``-th of the batch) causes; empty when it is a
         duplicate."""
-        if record.feed == Feed.OTLP and record.request_id:
+        if record.feed == _OTLP and record.request_id:
             transcript = self._copies(record.request_id, transcript=True)
             if transcript:  # the transcript has this request: report the cost with it
                 return self._add_report(transcript, record, source)
@@ -97,7 +103,7 @@ class _Ledger:
         # sidechain copy, and it then retracts the message's other sidechain copies too.
         if made and not record.is_sidechain:
             made.extend(self._retract_sidechain_copies(record.message_id, source))
-        if made and record.feed != Feed.OTLP and record.request_id:
+        if made and self._across_feeds and record.feed != _OTLP and record.request_id:
             made.extend(self._retract_otlp_copies(record.request_id, source))
         return made
 
@@ -115,7 +121,7 @@ class _Ledger:
         return [Decision(EventKind.REVISED, record, entry.revision, source)]
 
     def _record(self, record: UsageRecord, source: int) -> Decision:
-        if record.feed != Feed.OTLP and record.request_id:
+        if self._across_feeds and record.feed != _OTLP and record.request_id:
             for key in self._copies(record.request_id, transcript=False):
                 record = _with_report(record, self._entries[key].record)
         self._put(Entry(record=record, revision=0, counted=True))
@@ -164,7 +170,7 @@ class _Ledger:
         return [
             key
             for key in self._by_request.get(request_id, [])
-            if (self._entries[key].record.feed != Feed.OTLP) == transcript
+            if (self._entries[key].record.feed != _OTLP) == transcript
         ]
 
     def _has_parent_copy(self, message_id: str) -> bool:
@@ -177,7 +183,7 @@ class _Ledger:
         key = entry.key
         if key not in self._entries:
             self._by_message.setdefault(key[0], []).append(key)
-            if key[1]:
+            if key[1] and self._across_feeds:
                 self._by_request.setdefault(key[1], []).append(key)
         if entry.record.is_sidechain:
             self._with_sidechain_copies.add(key[0])

@@ -206,7 +206,7 @@ def _dedupe_keys(records: Sequence[UsageRecord], feeds: set[str]) -> tuple[set[s
     user who has used both feeds (``feeds``: the user's, from the log) pays for either."""
     message_ids = {record.message_id for record in records}
     request_ids: set[str] = set()
-    mixed = Feed.OTLP in feeds or any(record.feed == Feed.OTLP for record in records)
+    mixed = Feed.OTLP in feeds or any(record.feed for record in records)  # "" is the transcript
     if mixed:
         for record in records:
             if not record.request_id:
