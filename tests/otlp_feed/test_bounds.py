@@ -7,14 +7,14 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otlp_feed import bounds
 
 RECORD = LogRecord(
     time_unix_nano=1_759_700_000_000_000_000,
-    severity_number=9,
+    severity_number=SeverityNumber.SEVERITY_NUMBER_INFO,
     body=AnyValue(string_value="claude_code.api_request"),
     attributes=[KeyValue(key="input_tokens", value=AnyValue(int_value=10))],
     trace_id=b"\x01" * 16,

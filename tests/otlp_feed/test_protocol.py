@@ -19,6 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from otlp_feed import protocol
+from otlp_feed.api_requests import Value
 
 
 def json_request(record: dict[str, object], resource: dict[str, object] | None = None) -> bytes:
@@ -105,7 +106,7 @@ def test_an_event_named_in_its_own_field_is_named_by_it() -> None:
         ({}, ""),
     ],
 )
-def test_a_resource_names_its_host(attributes: dict[str, protocol.Value], host: str) -> None:
+def test_a_resource_names_its_host(attributes: dict[str, Value], host: str) -> None:
     assert protocol.resource_host(attributes) == host
 
 
