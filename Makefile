@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 USAGE_PROFILE ?= local
 export USAGE_PROFILE
 
-.PHONY: run test lint bench-ingest bench-phases bench-retention bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse bench-soak clean
+.PHONY: run test lint bench-ingest bench-otlp bench-phases bench-retention bench-read bench-fanout bench-backfill bench-agent-latency bench-abuse bench-soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt $(wildcard agent/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ lint: $(STAMP)
 # Benchmarks need the PostgreSQL and Redis servers on 127.0.0.1 (see BENCHMARKS.md).
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+# The same records through OTLP's /v1/logs (protobuf, 512 a request), beside the NDJSON figure.
+bench-otlp: $(STAMP)
+	$(BIN)/python -m bench.ingest --otlp
 
 bench-phases: $(STAMP)
 	$(BIN)/python -m bench.ingest_phases

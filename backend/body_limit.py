@@ -7,7 +7,8 @@ has paid for the body: a 400 MB POST without a token to a missing path raised a 
 peak memory by 413 MiB before its 404. So the limit is checked here, in daphne's request
 object, as the parser hands it the length and then each piece of the body:
 
-- the ingest path (``events/``) may carry ``USAGE_MAX_BODY_BYTES``, every other path
+- the ingest paths (``events/``, and OTLP's ``/v1/logs``, ``/v1/metrics`` and ``/v1/traces``)
+  may carry ``USAGE_MAX_BODY_BYTES``, every other path
   ``USAGE_MAX_OTHER_BODY_BYTES``: before authentication, before routing, on any path;
 - a ``Content-Length`` over the limit is answered at once, before a byte of the body is
   read; a chunked body as soon as what arrived passes the limit;
@@ -53,7 +54,7 @@ DRAIN_BYTES = 16 * 1024 * 1024
 DRAIN_SECONDS = 30.0
 # Twisted keeps a body under this in memory and a larger one in a temporary file.
 IN_MEMORY_BYTES = 100_000
-INGEST_URL = "claude_usage:events"
+INGEST_URLS = ("claude_usage:events", "otlp:logs", "otlp:metrics", "otlp:traces")
 
 _installed = False
 
@@ -77,14 +78,15 @@ def limit_for(raw_path: bytes, root_path: str) -> int:
     """The most body bytes a request for ``raw_path`` (the request line's target) may carry.
     The path is decoded as daphne decodes it for Django, so ``%65vents/`` is the ingest."""
     path = unquote(raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
-    if path == root_path.rstrip("/") + _ingest_path():
+    root = root_path.rstrip("/")
+    if path.startswith(root) and path[len(root) :] in _ingest_paths():
         return int(settings.USAGE_MAX_BODY_BYTES)
     return int(settings.USAGE_MAX_OTHER_BODY_BYTES)
 
 
 @functools.cache
-def _ingest_path() -> str:
-    return reverse(INGEST_URL)
+def _ingest_paths() -> frozenset[str]:
+    return frozenset(reverse(name) for name in INGEST_URLS)
 
 
 @dataclass

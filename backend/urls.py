@@ -5,6 +5,7 @@ from web_dashboard.views import index
 urlpatterns = [
     path("", index, name="web-dashboard"),
     path("app/claude-usage/", include("usage.api.urls")),
+    path("", include("otlp_feed.urls")),  # v1/logs, v1/metrics, v1/traces (OTLP/HTTP)
     path("", include("operations.urls")),  # healthz, readyz, metrics
 ]
 

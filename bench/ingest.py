@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.ingest --workers 1 --concurrency 1 --keep-alive   # one daphne
     .venv/bin/python -m bench.ingest --profile   # where the time goes
     .venv/bin/python -m bench.ingest --users 50  # 1 and 50 users, by daphne processes
+    .venv/bin/python -m bench.ingest --otlp      # and the same through OTLP's /v1/logs
 
 The records are generated and gzip'd before the clock starts (the agent compresses on its own
 machine), then POSTed as NDJSON batches of 1,000 to the server as ``make run`` starts it
@@ -25,6 +26,13 @@ short run. One user's batches wait for each other (appends are serialised per us
 users' run side by side until the CPU, PostgreSQL or Redis binds. The table gives records/s
 and the CPU split.
 
+``--otlp`` then sends as many records again, as Claude Code's own OpenTelemetry exporter
+would: api_request log events in binary protobuf ``ExportLogsServiceRequest``s of 512 records
+(``--otlp-batch``; the SDK's BatchLogRecordProcessor's batch), gzip'd, to ``/v1/logs``, as
+another user, with the same clients, on servers started again over the log as the baseline
+left it (the same rows). Both figures come from one run on one machine: their ratio is the
+finding.
+
 ``--profile`` runs the server under py-spy when a ``py-spy`` executable is found (PATH or
 .venv/bin), else profiles ``services.ingest_records`` in-process with cProfile; either way it
 prints the top 25 functions by cumulative time and a table of the ingest's phases.
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import gzip
 import os
 import pstats
@@ -44,7 +53,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +65,10 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable
 
 import orjson
 import psycopg
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from psycopg import sql
 
 from backend.serve import default_workers
@@ -86,6 +99,8 @@ from bench.common import (
 from tests.support import manage
 
 BATCH = 1000
+OTLP_BATCH = 512  # the OpenTelemetry SDK's BatchLogRecordProcessor: max_export_batch_size
+OTLP_USER = "bench-otlp"
 EVENTS = API + "events/"
 TARGET_RECORDS_PER_SECOND = 20_000
 TARGET_SHARE_OF_PLAIN_INSERT = 0.5
@@ -119,6 +134,34 @@ PHASES = (
     ),
     ("    Redis Lua apply (redis_store.apply)", "usage/projection/redis_store.py", "apply"),
     ("    broadcast (notify.changed)", "usage/notify.py", "changed"),
+)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where batches go, and how an answer says the whole batch was taken."""
+
+    name: str
+    path: str
+    headers: dict[str, str]
+    batch: int
+    took_all: Callable[[bytes, int], bool]  # (answer body, batch size)
+
+
+NDJSON_FEED = Feed(
+    "NDJSON",
+    EVENTS,
+    {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+    BATCH,
+    lambda payload, size: orjson.loads(payload).get("accepted") == size,
+)
+# OTLP's full success is an empty ExportLogsServiceResponse: no partial_success.
+OTLP_FEED = Feed(
+    "OTLP",
+    "/v1/logs",
+    {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+    OTLP_BATCH,
+    lambda payload, size: payload == b"",
 )
 
 
@@ -200,6 +243,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default="1,2,4",
         help="with --users: the daphne processes of each row, comma-separated",
     )
+    parser.add_argument(
+        "--otlp", action="store_true", help="also the same records through OTLP's /v1/logs"
+    )
+    parser.add_argument(
+        "--otlp-batch", type=int, default=OTLP_BATCH, help="log records per OTLP request"
+    )
     parser.add_argument("--database", default=DEFAULT_DATABASE)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--time-budget", type=float, default=1800.0, help="seconds, whole run")
@@ -266,6 +315,9 @@ def _benchmark(env: BenchEnv, args: argparse.Namespace, deadline: Deadline) -> N
         _check_totals(ports[0], token, expected=args.records + len(warm_up) * BATCH)
     plain_seconds = _plain_insert(env, skip=len(warm_up) * BATCH, expected=args.records)
     _report(load, plain_seconds, args.records)
+    if args.otlp:
+        otlp = _otlp_benchmark(env, args, deadline, workers=workers)
+        _report_otlp(load, otlp, args.otlp_batch)
     if spy:
         costs, total = _py_spy_costs(outputs)
         print(f"\npy-spy, {PY_SPY_RATE} samples/s, wall time of the thread(s) running the view:")
@@ -389,6 +441,7 @@ def _post_all(
     fresh: bool,
     deadline: Deadline,
     server_pids: Sequence[int] = (),
+    feed: Feed = NDJSON_FEED,
 ) -> LoadResult:
     """POST ``bodies`` from ``concurrency`` threads (thread i uses address i mod S), with a
     new connection per batch if ``fresh``; batch i with ``token``, or of several tokens
@@ -410,7 +463,7 @@ def _post_all(
                 except Empty:
                     return
                 owner = tokens[index % len(tokens)]
-                problem = _post_one(client, index, body, spans, deadline, token=owner)
+                problem = _post_one(client, index, body, spans, deadline, token=owner, feed=feed)
                 if problem:
                     failures.append(problem)
                     stop.set()
@@ -433,7 +486,8 @@ def _post_all(
     cpu = {"client (this script's threads)": _own_cpu_seconds() - client_before}
     cpu |= {name: services_after[name] - services_before[name] for name in services_after}
     seconds = max(end for _, end in spans) - min(start for start, _ in spans)
-    return LoadResult(len(bodies) * BATCH, seconds, [end - start for start, end in spans], cpu)
+    latencies = [end - start for start, end in spans]
+    return LoadResult(len(bodies) * feed.batch, seconds, latencies, cpu)
 
 
 def _own_cpu_seconds() -> float:
@@ -450,23 +504,22 @@ def _post_one(
     deadline: Deadline,
     *,
     token: str,
+    feed: Feed = NDJSON_FEED,
 ) -> str | None:
     """One batch; a description of what went wrong, or None."""
     deadline.check("posting batches")
     headers = {
         "Authorization": f"Token {token}",
-        "Content-Type": "application/x-ndjson",
-        "Content-Encoding": "gzip",
-        "X-Usage-Host": HOSTS[index % len(HOSTS)],
+        **feed.headers,
+        "X-Usage-Host": HOSTS[index % len(HOSTS)],  # OTLP names its host in the body
     }
     began = time.perf_counter()
-    status, payload = client.request("POST", EVENTS, body, headers)
+    status, payload = client.request("POST", feed.path, body, headers)
     spans.append((began, time.perf_counter()))
     if status != 200:
         return f"batch {index}: HTTP {status}: {payload[:300]!r}"
-    accepted = orjson.loads(payload).get("accepted")
-    if accepted != BATCH:
-        return f"batch {index}: accepted {accepted} of {BATCH}: {payload[:300]!r}"
+    if not feed.took_all(payload, feed.batch):
+        return f"batch {index}: not all of {feed.batch} records taken: {payload[:300]!r}"
     return None
 
 
@@ -480,6 +533,124 @@ def _check_totals(port: int, token: str, *, expected: int) -> None:
     counted = orjson.loads(payload).get("total_messages") if status == 200 else None
     if counted != expected:
         raise RuntimeError(f"stats/ counts {counted} messages, expected {expected}")
+
+
+# --- the same records through OpenTelemetry ---------------------------------------------
+
+
+def _otlp_benchmark(
+    env: BenchEnv, args: argparse.Namespace, deadline: Deadline, *, workers: int
+) -> LoadResult:
+    """The records again, as api_request events to /v1/logs, as another user, on servers
+    started again over the log the baseline left."""
+    feed = dataclasses.replace(OTLP_FEED, batch=args.otlp_batch)
+    token = manage(env.variables(), "create_token", OTLP_USER, python=PYTHON).strip()
+    warm_up, timed = _otlp_bodies(args, feed.batch, warm_up_batches=2 * args.servers * workers)
+    print(
+        f"\nOTLP: {len(timed) * feed.batch:,} records in {len(timed)} gzip'd protobuf "
+        f"ExportLogsServiceRequests of {feed.batch}, to /v1/logs, the same clients"
+    )
+    with servers(env, args.servers, wrappers=[], workers=workers) as started:
+        ports = [server.port for server in started]
+        _post_all(
+            ports, token, warm_up, concurrency=len(warm_up) // 2, fresh=True,
+            deadline=deadline, feed=feed,
+        )  # fmt: skip
+        server_pids = [pid for server in started for pid in tree_pids(server.pid)]
+        load = _post_all(
+            ports,
+            token,
+            timed,
+            concurrency=args.concurrency,
+            fresh=not args.keep_alive,
+            deadline=deadline,
+            server_pids=server_pids,
+            feed=feed,
+        )
+        _check_totals(ports[0], token, expected=(len(warm_up) + len(timed)) * feed.batch)
+    return load
+
+
+def _otlp_bodies(
+    args: argparse.Namespace, batch: int, *, warm_up_batches: int
+) -> tuple[list[bytes], list[bytes]]:
+    """Batches of api_request events made from records of their own (a seed of their own:
+    no request id is shared with the NDJSON run's), warm-up first."""
+    count = (args.records // batch + warm_up_batches) * batch
+    end = datetime.now(tz=UTC) - timedelta(minutes=1)
+    records = RecordFactory(seed=args.seed + 1).records(
+        count, end=end, span=timedelta(hours=args.hours)
+    )
+    bodies = [
+        gzip.compress(_export_request(chunk, HOSTS[index % len(HOSTS)]), compresslevel=6)
+        for index, chunk in enumerate(batched(records, batch))
+    ]
+    return bodies[:warm_up_batches], bodies[warm_up_batches:]
+
+
+def _export_request(records: Sequence[dict[str, Any]], host: str) -> bytes:
+    """An ``ExportLogsServiceRequest`` as Claude Code's exporter sends it: one resource
+    (naming the host), one scope, an api_request log record per transcript record."""
+    resource = Resource(attributes=[_attribute("host.name", host)])
+    scope = InstrumentationScope(name="com.anthropic.claude_code.events", version="2.0.14")
+    log_records = [_api_request(record) for record in records]
+    return ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                resource=resource, scope_logs=[ScopeLogs(scope=scope, log_records=log_records)]
+            )
+        ]
+    ).SerializeToString()
+
+
+def _api_request(record: dict[str, Any]) -> LogRecord:
+    usage = record["message"]["usage"]
+    attributes = {
+        "event.name": "api_request",
+        "event.timestamp": record["timestamp"],
+        "session.id": record["sessionId"],
+        "request_id": record["requestId"],
+        "model": record["message"]["model"],
+        "input_tokens": usage.get("input_tokens", 0),
+        "output_tokens": usage.get("output_tokens", 0),
+        "cache_read_tokens": usage.get("cache_read_input_tokens", 0),
+        "cache_creation_tokens": usage.get("cache_creation_input_tokens", 0),
+        "cost_usd": 0.0123,
+        "duration_ms": 2345,
+        "terminal.type": "vscode",
+        "user.id": "f" * 64,
+    }
+    moment = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+    nanos = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return LogRecord(
+        time_unix_nano=nanos,
+        observed_time_unix_nano=nanos,
+        severity_number=SeverityNumber.SEVERITY_NUMBER_INFO,
+        body=AnyValue(string_value="claude_code.api_request"),
+        attributes=[_attribute(key, value) for key, value in attributes.items()],
+    )
+
+
+def _attribute(key: str, value: object) -> KeyValue:
+    if isinstance(value, str):
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    return KeyValue(key=key, value=AnyValue(int_value=int(str(value))))
+
+
+def _report_otlp(ndjson: LoadResult, otlp: LoadResult, batch: int) -> None:
+    ndjson_rate = ndjson.records / ndjson.seconds
+    otlp_rate = otlp.records / otlp.seconds
+    print(f"\n{'feed (same run, same clients)':<52} {'records/s':>10} {'p50 ms/batch':>13}")
+    for name, load, size in (("NDJSON events/", ndjson, BATCH), ("OTLP /v1/logs", otlp, batch)):
+        latency = percentile(load.latencies, 0.5) * 1000
+        print(f"{f'{name} ({size:,}/batch)':<52} {rate(load.records, load.seconds):>10} "
+              f"{latency:>13.0f}")  # fmt: skip
+    print(f"{'ratio OTLP / NDJSON':<52} {otlp_rate / ndjson_rate:>10.2f}")
+    shares = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in otlp.cpu.items())
+    per_record = sum(otlp.cpu.values()) / otlp.records * 1e6
+    print(f"OTLP CPU while posting: {shares} ({per_record:.0f} us per record in all)")
 
 
 # --- the baseline -----------------------------------------------------------------------

@@ -134,6 +134,11 @@ def ingest_token(live: ServerProcess) -> str:
         (f"{API}events", "other"),
         (f"{API}events/x/", "other"),
         (MISSING, "other"),
+        ("/v1/logs", "ingest"),  # OTLP/HTTP's three signals (otlp_feed)
+        ("/v1/metrics", "ingest"),
+        ("/v1/traces", "ingest"),
+        ("/v1/logs/", "other"),
+        ("/v1/profiles", "other"),
     ],
 )
 def test_only_the_ingest_path_may_carry_the_ingest_limit(

@@ -67,7 +67,7 @@ def read_records(request: Request) -> IngestBody:
             detail=f"Unsupported content type {media_type or '(none)'!r}: "
             "send application/x-ndjson or application/json",
         )
-    raw = _decoded(request, _body(request))
+    raw = decompressed(request, body_within_limit(request))
     limit = settings.USAGE_MAX_RECORDS
     # The record limit is checked before any record is built: a 10 KB gzip of `{}` lines
     # is millions of lines.
@@ -84,7 +84,9 @@ def _too_many_records(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"More than {limit} records in one request; the limit is {limit}")
 
 
-def _body(request: Request) -> bytes:
+def body_within_limit(request: Request) -> bytes:
+    """The body as sent, at most ``USAGE_MAX_BODY_BYTES`` (a 413 past it). Both feeds read
+    their bodies here (the OpenTelemetry one too)."""
     limit = settings.USAGE_MAX_BODY_BYTES
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
@@ -118,7 +120,8 @@ def _read_at_most(request: Request, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decoded(request: Request, body: bytes) -> bytes:
+def decompressed(request: Request, body: bytes) -> bytes:
+    """The body before its ``Content-Encoding`` (none or gzip), bounded as ``_gunzip`` says."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -177,7 +180,7 @@ def _json_records(raw: bytes, limit: int) -> tuple[list[object], str]:
     """The records of a JSON body: a list of records, or ``{"records": [...], "host": ...}``
     of which nothing else is read. The records are counted before they are built."""
     records_text, host = _json_parts(raw)
-    if records_text.count(b",") >= limit and _longer_than(records_text, limit):
+    if records_text.count(b",") >= limit and longer_than(records_text, limit):
         raise _too_many_records(limit)
     try:
         records = orjson.loads(records_text)
@@ -206,7 +209,7 @@ def _json_parts(raw: bytes) -> tuple[bytes, str]:
     return bytes(envelope.records), envelope.host
 
 
-def _longer_than(text: bytes, limit: int) -> bool:
+def longer_than(text: bytes, limit: int) -> bool:
     """Whether ``text`` is a JSON array of more than ``limit`` elements, found without
     building them. Anything else (not an array, not JSON) is for the parser to refuse."""
     try:
