@@ -36,6 +36,25 @@ MAX_REPORTED_COST_USD = 10_000
 _SPEEDS = {"normal": "standard"}
 
 Value = str | int | float | bool | None
+# Every attribute read here: the decoder turns only these into Python values, so a prompt's
+# text or a user's e-mail address never leaves the protobuf message (and a record costs
+# less: Claude Code sends twenty-odd attributes per event).
+READ_ATTRIBUTES = frozenset(
+    {
+        "event.name",
+        "event.timestamp",
+        "event.sequence",
+        "session.id",
+        "request_id",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_creation_tokens",
+        "cost_usd",
+        "speed",
+    }
+)
 
 
 def is_api_request(body: Value, attributes: Mapping[str, Value]) -> bool:

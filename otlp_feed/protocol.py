@@ -4,7 +4,7 @@ google.rpc). Every body is decoded by the official classes, never by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otlp_feed.api_requests import Value
+from otlp_feed.api_requests import READ_ATTRIBUTES, Value
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -98,7 +98,7 @@ def _objects(parent: object, camel: str, snake: str) -> Iterator[dict[str, Any]]
 def log_events(request: ExportLogsServiceRequest) -> Iterator[LogEvent]:
     """Every log record of the request in order, with the host its resource names."""
     for resource_logs in request.resource_logs:
-        host = resource_host(_attributes(resource_logs.resource.attributes))
+        host = resource_host(_attributes(resource_logs.resource.attributes, HOST_ATTRIBUTES))
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 body = _value(record.body)
@@ -106,23 +106,27 @@ def log_events(request: ExportLogsServiceRequest) -> Iterator[LogEvent]:
                     host=host,
                     # Newer SDKs may name the event in its own field and leave the body empty.
                     body=body if body is not None else (record.event_name or None),
-                    attributes=_attributes(record.attributes),
+                    attributes=_attributes(record.attributes, READ_ATTRIBUTES),
                     time_unix_nano=record.time_unix_nano or record.observed_time_unix_nano,
                 )
 
 
+HOST_ATTRIBUTES = ("host.name", "service.instance.id")  # in order of preference
+
+
 def resource_host(attributes: dict[str, Value]) -> str:
     """The machine a resource names: ``host.name``, else ``service.instance.id``, else ""."""
-    for key in ("host.name", "service.instance.id"):
+    for key in HOST_ATTRIBUTES:
         name = attributes.get(key)
         if isinstance(name, str) and name.strip():
             return name.strip()
     return ""
 
 
-def _attributes(key_values: Any) -> dict[str, Value]:
+def _attributes(key_values: Any, read: Collection[str]) -> dict[str, Value]:
+    """The attributes named in ``read``, as Python values; the others are never converted."""
     pairs: Iterator[KeyValue] = iter(key_values)
-    return {pair.key: _value(pair.value) for pair in pairs}
+    return {pair.key: _value(pair.value) for pair in pairs if pair.key in read}
 
 
 def _value(value: AnyValue) -> Value:

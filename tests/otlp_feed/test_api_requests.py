@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from otlp_feed.api_requests import Value, is_api_request, parse_api_request
+from otlp_feed.api_requests import READ_ATTRIBUTES, Value, is_api_request, parse_api_request
 from usage.events import InvalidRecord, UsageRecord, otlp_sequence_message_id
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -110,3 +110,28 @@ def test_only_api_request_events_are_usage(
     body: str | None, event_attributes: dict[str, Value], expected: bool
 ) -> None:
     assert is_api_request(body, event_attributes) is expected
+
+
+class Reads(dict[str, Value]):
+    """Attributes that remember which ones were read."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Value = None) -> Value:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("request_id", ["req_011CVx", None])
+def test_the_decoder_converts_every_attribute_read_and_no_other(request_id: str | None) -> None:
+    """The decoder hands over only ``READ_ATTRIBUTES`` (a prompt's text is never turned
+    into a Python string): each one read must be among them."""
+    seen = Reads(attributes(request_id=request_id))
+
+    is_api_request("claude_code.api_request", seen)
+    parse_api_request(seen, time_unix_nano=NANOS, host="laptop", now=NOW)
+
+    assert seen.read <= READ_ATTRIBUTES
+    assert "user.email" not in READ_ATTRIBUTES

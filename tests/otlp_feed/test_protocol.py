@@ -57,15 +57,17 @@ def test_json_takes_int64_as_numbers_unknown_fields_and_enums_as_integers() -> N
     assert event.time_unix_nano == 1_759_700_000_000_000_000
 
 
-def test_attributes_become_python_scalars_and_the_rest_none() -> None:
+def test_the_attributes_read_become_python_scalars_and_the_others_are_left() -> None:
     values = {
-        "text": AnyValue(string_value="a"),
-        "count": AnyValue(int_value=7),
-        "cost": AnyValue(double_value=0.5),
-        "flag": AnyValue(bool_value=True),
-        "list": AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1)])),
-        "map": AnyValue(kvlist_value=KeyValueList(values=[])),
-        "bytes": AnyValue(bytes_value=b"\x00"),
+        "model": AnyValue(string_value="a"),
+        "input_tokens": AnyValue(int_value=7),
+        "cost_usd": AnyValue(double_value=0.5),
+        "speed": AnyValue(bool_value=True),
+        "session.id": AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1)])),
+        "request_id": AnyValue(kvlist_value=KeyValueList(values=[])),
+        "event.name": AnyValue(bytes_value=b"\x00"),
+        "prompt": AnyValue(string_value="never read"),  # not an attribute of api_request
+        "user.email": AnyValue(string_value="dev@example.com"),
     }
     record = LogRecord(attributes=[KeyValue(key=k, value=v) for k, v in values.items()])
     message = ExportLogsServiceRequest(
@@ -75,13 +77,13 @@ def test_attributes_become_python_scalars_and_the_rest_none() -> None:
     [event] = protocol.log_events(message)
 
     assert event.attributes == {
-        "text": "a",
-        "count": 7,
-        "cost": 0.5,
-        "flag": True,
-        "list": None,
-        "map": None,
-        "bytes": None,
+        "model": "a",
+        "input_tokens": 7,
+        "cost_usd": 0.5,
+        "speed": True,
+        "session.id": None,
+        "request_id": None,
+        "event.name": None,
     }
 
 
