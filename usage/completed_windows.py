@@ -103,8 +103,8 @@ def _record_user(
     }
     for align in WindowAlign:
         open_start = since.open_windows.get((user_id, align.value))
-        if _restarts_there(open_start, starts[align], changed_from, frozen_before):
-            starts[align] = open_start  # type: ignore[assignment]
+        if open_start and _restarts_there(open_start, starts[align], changed_from, frozen_before):
+            starts[align] = open_start
     events = newest_revisions(store.events_between(user_id, min(starts.values()), now))
     counted = sorted((e for e in events if e.counted), key=lambda e: e.record.timestamp)
     opened = {}
@@ -118,14 +118,14 @@ def _record_user(
 
 
 def _restarts_there(
-    open_start: datetime | None,
+    open_start: datetime,
     restart: datetime,
     changed_from: datetime,
     frozen_before: datetime | None,
 ) -> bool:
     """Whether the chain can restart at the window open at the previous tick: nothing
     changed before it, and retention has not cut into it."""
-    if open_start is None or not restart < open_start <= changed_from:
+    if not restart < open_start <= changed_from:
         return False
     return frozen_before is None or open_start >= frozen_before
 
