@@ -111,8 +111,10 @@ class _Ledger:
         if existing.counted:
             if not _preferred(record, existing.record):
                 return []
-        elif record.is_sidechain:
-            return []  # a retracted replay stays retracted, however large the copy
+        elif record.is_sidechain or record.feed == _OTLP:
+            # A retracted replay stays retracted, however large the copy; so does a retracted
+            # OpenTelemetry copy, even once retention has taken the transcript's copy away.
+            return []
         # else: a parent's copy under the key of a retracted sidechain copy counts again, as
         # it would have had it arrived before the retraction.
         record = _with_report(record, existing.record)

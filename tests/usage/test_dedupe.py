@@ -337,6 +337,18 @@ def test_an_opentelemetry_copy_without_a_cost_after_the_transcripts_is_a_duplica
     assert (outcome.decisions, outcome.duplicates) == ([], 1)
 
 
+def test_a_retracted_opentelemetry_copy_never_counts_again() -> None:
+    """Not even when the transcript's copy is no longer among the logged ones (retention
+    deleted it: its timestamp is the earlier one) and an exporter sends the event again."""
+    retracted = {
+        key: entry for key, entry in fold([otlp_copy(), record()]).items() if key[0] != "msg_1"
+    }
+
+    outcome = decide([otlp_copy(output_tokens=999)], list(retracted.values()))
+
+    assert (outcome.decisions, outcome.duplicates) == ([], 1)
+
+
 def test_opentelemetry_events_without_request_ids_count_beside_the_transcript() -> None:
     """Nothing ties them to a transcript line (older Claude Code): both count, which is why
     the README says to run one feed or the other with such versions."""
