@@ -276,6 +276,8 @@ def test_local_setup_creates_the_local_user_and_prints_its_token_and_urls(
     assert "Dashboard:  http://127.0.0.1:9000/ " in printed
     assert f"monitor --server http://127.0.0.1:9000 --token {token.key}" in printed
     assert "http://127.0.0.1:9000/readyz" in printed
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9000 " in printed
+    assert f"'Authorization=Token {token.key}'" in printed
 
 
 @pytest.mark.django_db

@@ -36,6 +36,10 @@ class Command(BaseCommand):
                     f"--server {base} --token {token.key}",
                     "  Terminal:   .venv/bin/claude-usage-agent monitor "
                     f"--server {base} --token {token.key}",
+                    "  Or no agent (Claude Code's OpenTelemetry, README): "
+                    "CLAUDE_CODE_ENABLE_TELEMETRY=1 OTEL_LOGS_EXPORTER=otlp "
+                    f"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT={base} "
+                    f"OTEL_EXPORTER_OTLP_HEADERS='Authorization=Token {token.key}'",
                     f"  Health:     {base}/healthz  {base}/readyz  {base}/metrics",
                     f"  Database:   {settings.DATABASES['default']['NAME']}",
                     f"  Redis:      {redis_shown}",
