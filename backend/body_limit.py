@@ -54,7 +54,8 @@ DRAIN_BYTES = 16 * 1024 * 1024
 DRAIN_SECONDS = 30.0
 # Twisted keeps a body under this in memory and a larger one in a temporary file.
 IN_MEMORY_BYTES = 100_000
-INGEST_URLS = ("claude_usage:events", "otlp:logs", "otlp:metrics", "otlp:traces")
+OTLP_URLS = ("otlp:logs", "otlp:metrics", "otlp:traces")
+INGEST_URLS = ("claude_usage:events", *OTLP_URLS)
 
 _installed = False
 
@@ -87,6 +88,31 @@ def limit_for(raw_path: bytes, root_path: str) -> int:
 @functools.cache
 def _ingest_paths() -> frozenset[str]:
     return frozenset(reverse(name) for name in INGEST_URLS)
+
+
+@functools.cache
+def _otlp_paths() -> frozenset[str]:
+    return frozenset(reverse(name) for name in OTLP_URLS)
+
+
+def refusal(raw_path: bytes, root_path: str, content_type: str, message: str) -> tuple[bytes, str]:
+    """The 413's body and its content type: the error envelope, or on OTLP's paths the
+    ``google.rpc.Status`` OTLP/HTTP asks for, in the request's encoding (in JSON the envelope
+    beside the Status's fields)."""
+    error = envelope(PayloadTooLarge.default_code, message)
+    path = unquote(raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
+    root = root_path.rstrip("/")
+    if not (path.startswith(root) and path[len(root) :] in _otlp_paths()):
+        return orjson.dumps(error), "application/json"
+    # Only here: the OTLP feed (and its protobuf classes) load when an OTLP body is refused.
+    from otlp_feed import protocol
+    from otlp_feed.views import GRPC_CODES
+
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != protocol.PROTOBUF:
+        media_type = protocol.JSON
+    body = protocol.status(media_type, code=GRPC_CODES[413], message=message, extra=error)
+    return body, media_type
 
 
 @dataclass
@@ -166,8 +192,11 @@ def _refuse(request: Any, message: str) -> None:
     # Twisted answers "Expect: 100-continue" right after this (in allHeadersReceived): no
     # "100 Continue" may follow a final answer.
     request.requestHeaders.removeHeader(b"Expect")
-    body = orjson.dumps(envelope(PayloadTooLarge.default_code, message))
-    transport.write(_answer(body))
+    content_type = (request.requestHeaders.getRawHeaders(b"content-type") or [b""])[0]
+    body, media_type = refusal(
+        channel._path, request.server.root_path, content_type.decode("latin-1"), message
+    )
+    transport.write(_answer(body, media_type))
     drain = _Drain(transport, channel.callLater)
     request._body_guard.drain = drain
     # Instance attributes shadow the channel's parser: every byte still arriving, including
@@ -186,14 +215,14 @@ def _refuse(request: Any, message: str) -> None:
         lose_write()
 
 
-def _answer(body: bytes) -> bytes:
+def _answer(body: bytes, media_type: str) -> bytes:
     head = (
         b"HTTP/1.1 413 Request Entity Too Large\r\n"
-        b"Content-Type: application/json\r\n"
+        b"Content-Type: %s\r\n"
         b"Content-Length: %d\r\n"
         b"Connection: close\r\n\r\n"
     )
-    return head % len(body) + body
+    return head % (media_type.encode("ascii"), len(body)) + body
 
 
 def _log_answer(request: Any, channel: Any, size: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
+from google.rpc.status_pb2 import Status
 
 from backend import body_limit
 from tests.support import API, ServerProcess, manage, own_server
@@ -123,6 +124,30 @@ def ingest_token(live: ServerProcess) -> str:
 
 
 # --- the limit of each path ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "answered_as"),
+    [
+        (f"{API}events/", "application/x-ndjson", "application/json"),
+        ("/v1/logs", "application/x-protobuf", "application/x-protobuf"),
+        ("/v1/metrics", "application/json; charset=utf-8", "application/json"),
+        ("/v1/traces", "", "application/json"),
+    ],
+)
+def test_a_refusal_on_otlps_paths_is_a_status_in_the_requests_encoding(
+    path: str, content_type: str, answered_as: str
+) -> None:
+    body, media_type = body_limit.refusal(path.encode(), "", content_type, "Body too large")
+
+    assert media_type == answered_as
+    if media_type == "application/x-protobuf":
+        assert Status.FromString(body) == Status(code=3, message="Body too large")
+    else:
+        answer = orjson.loads(body)
+        assert answer["error"] == {"code": "PAYLOAD_TOO_LARGE", "message": "Body too large"}
+        if path.startswith("/v1/"):
+            assert (answer["code"], answer["message"]) == (3, "Body too large")
 
 
 @pytest.mark.parametrize(

@@ -247,6 +247,12 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(
     )
 
     assert answer.status_code == 413
+    assert answer.headers["Content-Type"] == "application/x-protobuf"
+    status = Status.FromString(answer.content)  # OTLP/HTTP: a Status, in the request's encoding
+    assert (status.code, status.message) == (
+        3,
+        f"Body of {limit + 1} bytes; the limit is {limit} bytes",
+    )
 
 
 # --- the other signals, and the dashboard -------------------------------------------------
