@@ -5,9 +5,10 @@ The periodic worker records them once per tick, looking only at what can have ch
 its previous tick: users with new events (from the earliest of those events on), and users
 whose latest window may have ended meanwhile. A user's windows are recomputed from a window
 start before the change (a window start is where the chain of windows restarts): the start
-of the window still open at the previous tick when the change is after it (the usual case:
-a tick reads the minutes of the open window), else the start of their latest recorded
-window, so a tick reads hours of events, not the whole history.
+of the window still open at the previous tick when the change is after it, else the start
+of their latest recorded window. While that open window has not ended, changes after its
+start can neither finish nor move a window, and nothing is read at all (the usual tick); a
+tick reads a window's events once, when it ends, not the whole history every minute.
 """
 
 from __future__ import annotations
@@ -101,13 +102,21 @@ def _record_user(
         align: _restart_point(user_id, align, changed_from, now, frozen_before)
         for align in WindowAlign
     }
+    opened = {}
     for align in WindowAlign:
         open_start = since.open_windows.get((user_id, align.value))
         if open_start and _restarts_there(open_start, starts[align], changed_from, frozen_before):
-            starts[align] = open_start
+            if now < open_start + WINDOW_LENGTH:
+                # Still open, and nothing changed before it: every change is inside it (at
+                # or before now), so no window finished or moved. Nothing to read.
+                opened[align.value] = open_start
+                del starts[align]
+            else:
+                starts[align] = open_start
+    if not starts:
+        return opened
     events = newest_revisions(store.events_between(user_id, min(starts.values()), now))
     counted = sorted((e for e in events if e.counted), key=lambda e: e.record.timestamp)
-    opened = {}
     for align, start in starts.items():
         after_start = [e for e in counted if e.record.timestamp >= start]
         unchanged_before = min(since.checked_at, changed_from) if since.checked_at else None

@@ -142,78 +142,31 @@ def test_without_the_previous_ticks_progress_it_reads_from_the_latest_recorded_w
     assert [start for start, _ in calls.reads] == [at(1)]
 
 
-def test_a_busy_users_ticks_read_their_open_window_not_their_history(
+def test_a_busy_users_ticks_read_nothing_until_their_open_window_ends(
     user: User, calls: Calls
 ) -> None:
     """A user without a finished window yet (their first five hours) was read from thirty
-    days back on every tick; a user with one, from the start of the window before the open
-    one. Each tick now reads from the open window's start."""
+    days back on every tick, and a user with one from the start of the window before the
+    open one: each tick's read grew with the log. Messages inside the open window change no
+    finished window: a window's events are read once, at the first tick after it ends."""
     ingest(user, record("a", at(1)), now=at(1))
     progress = services.record_completed_windows(now=at(1, 1), since=Progress())
     for minute in range(2, 6):
         ingest(user, record(f"m{minute}", at(1, minute)), now=at(1, minute))
         calls.reads.clear()
         progress = services.record_completed_windows(now=at(1, minute), since=progress)
-        assert [start for start, _ in calls.reads] == [at(1)], minute
-    ingest(user, record("late", at(6, 30)), now=at(6, 30))  # opens the next window
+        assert calls.reads == [], minute
+    ingest(user, record("late", at(6, 30)), now=at(6, 30))  # after the 01:00 window's end
 
+    calls.reads.clear()
     progress = services.record_completed_windows(now=at(6, 31), since=progress)
+    assert [start for start, _ in calls.reads] == [at(1)]  # the ended window, once
+    assert windows(user) == [("01:00", 1000)]
     calls.reads.clear()
     ingest(user, record("later", at(6, 40)), now=at(6, 40))
     services.record_completed_windows(now=at(6, 41), since=progress)
 
-    assert windows(user) == [("01:00", 1000)]
-    # from the open windows' starts (06:30 exact, 06:00 by the hour), not from 01:00
-    assert [start for start, _ in calls.reads] == [at(6, 0)]
-
-
-def test_a_late_message_that_moves_a_windows_start_replaces_the_window(user: User) -> None:
-    ingest(user, record("a", at(10, 30)), now=at(10, 30))
-    progress = services.record_completed_windows(now=at(16), since=Progress())
-    assert windows(user) == [("10:30", 200)]
-
-    ingest(user, record("early", at(10, 10)), now=at(16))  # an agent that was offline
-    services.record_completed_windows(now=at(16, 1), since=progress)
-
-    assert windows(user) == [("10:10", 400)]
-
-
-def test_a_recorded_window_that_retention_cut_into_is_never_recomputed(
-    user: User, settings: Settings
-) -> None:
-    settings.USAGE_RETENTION_HOURS = 6
-    ingest(user, record("a", at(1)), record("b", at(4)), now=at(4))
-    progress = services.run_periodic_jobs(now=at(6, 1), since=Progress())
-    assert windows(user) == [("01:00", 400)]
-
-    progress = services.run_periodic_jobs(now=at(8), since=progress)  # prunes "a"
-    ingest(user, record("c", at(8)), now=at(8))
-    services.run_periodic_jobs(now=at(13, 1), since=progress)
-
-    assert windows(user) == [("01:00", 400), ("08:00", 200)]
-    assert list(store.events_after(user.pk, 0)) != []  # "b" and "c" are still logged
-
-
-def test_a_user_whose_windows_failed_to_save_is_recomputed_in_full_next_tick(
-    user: User, other_user: User, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ingest(user, record("a", at(1)), now=at(1))
-    ingest(other_user, record("b", at(1)), now=at(1))
-    save = side_tables.save_completed_window
-
-    def failing_for_alice(**arguments: Any) -> None:
-        if arguments["user_id"] == user.pk:
-            raise RuntimeError("the database went away for a moment")
-        save(**arguments)
-
-    monkeypatch.setattr(side_tables, "save_completed_window", failing_for_alice)
-    progress = services.record_completed_windows(now=at(6, 30), since=Progress())
-    assert (windows(user), windows(other_user)) == ([], [("01:00", 200)])  # bob still done
-
-    monkeypatch.setattr(side_tables, "save_completed_window", save)
-    services.record_completed_windows(now=at(6, 31), since=progress)
-
-    assert windows(user) == [("01:00", 200)]
+    assert calls.reads == []  # inside the windows opened at 06:30 (exact) and 06:00 (hour)
 
 
 @pytest.mark.parametrize("seed", range(4))
