@@ -105,14 +105,15 @@ def _record_user(
     opened = {}
     for align in WindowAlign:
         open_start = since.open_windows.get((user_id, align.value))
-        if open_start and _restarts_there(open_start, starts[align], changed_from, frozen_before):
-            if now < open_start + WINDOW_LENGTH:
-                # Still open, and nothing changed before it: every change is inside it (at
-                # or before now), so no window finished or moved. Nothing to read.
-                opened[align.value] = open_start
-                del starts[align]
-            else:
-                starts[align] = open_start
+        if open_start is None or not starts[align] < open_start <= changed_from:
+            continue  # unknown, or something changed before it: the recorded windows' chain
+        if now < open_start + WINDOW_LENGTH:
+            # Still open, and every change is inside it (at or before now): no window
+            # finished or moved. Nothing to read, even if retention has cut into it.
+            opened[align.value] = open_start
+            del starts[align]
+        elif frozen_before is None or open_start >= frozen_before:
+            starts[align] = open_start  # it ended: its chain restarts at its start
     if not starts:
         return opened
     events = newest_revisions(store.events_between(user_id, min(starts.values()), now))
@@ -124,19 +125,6 @@ def _record_user(
         if open_start is not None:
             opened[align.value] = open_start
     return opened
-
-
-def _restarts_there(
-    open_start: datetime,
-    restart: datetime,
-    changed_from: datetime,
-    frozen_before: datetime | None,
-) -> bool:
-    """Whether the chain can restart at the window open at the previous tick: nothing
-    changed before it, and retention has not cut into it."""
-    if not restart < open_start <= changed_from:
-        return False
-    return frozen_before is None or open_start >= frozen_before
 
 
 def _restart_point(

@@ -169,6 +169,71 @@ def test_a_busy_users_ticks_read_nothing_until_their_open_window_ends(
     assert calls.reads == []  # inside the windows opened at 06:30 (exact) and 06:00 (hour)
 
 
+def test_an_open_window_that_retention_cut_into_is_not_read_while_it_is_open(
+    user: User, calls: Calls, settings: Settings
+) -> None:
+    """With retention shorter than a window, its start's events are gone before it ends; it
+    cannot be recomputed from there, but while it is open there is nothing to recompute."""
+    settings.USAGE_RETENTION_HOURS = 2
+    ingest(user, record("a", at(1)), now=at(1))
+    progress = services.record_completed_windows(now=at(1, 1), since=Progress())
+    ingest(user, record("b", at(4)), now=at(4))  # the 01:00 window is open, its start 3 h old
+    calls.reads.clear()
+
+    services.record_completed_windows(now=at(4, 1), since=progress)
+
+    assert calls.reads == []
+
+
+def test_a_late_message_that_moves_a_windows_start_replaces_the_window(user: User) -> None:
+    ingest(user, record("a", at(10, 30)), now=at(10, 30))
+    progress = services.record_completed_windows(now=at(16), since=Progress())
+    assert windows(user) == [("10:30", 200)]
+
+    ingest(user, record("early", at(10, 10)), now=at(16))  # an agent that was offline
+    services.record_completed_windows(now=at(16, 1), since=progress)
+
+    assert windows(user) == [("10:10", 400)]
+
+
+def test_a_recorded_window_that_retention_cut_into_is_never_recomputed(
+    user: User, settings: Settings
+) -> None:
+    settings.USAGE_RETENTION_HOURS = 6
+    ingest(user, record("a", at(1)), record("b", at(4)), now=at(4))
+    progress = services.run_periodic_jobs(now=at(6, 1), since=Progress())
+    assert windows(user) == [("01:00", 400)]
+
+    progress = services.run_periodic_jobs(now=at(8), since=progress)  # prunes "a"
+    ingest(user, record("c", at(8)), now=at(8))
+    services.run_periodic_jobs(now=at(13, 1), since=progress)
+
+    assert windows(user) == [("01:00", 400), ("08:00", 200)]
+    assert list(store.events_after(user.pk, 0)) != []  # "b" and "c" are still logged
+
+
+def test_a_user_whose_windows_failed_to_save_is_recomputed_in_full_next_tick(
+    user: User, other_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(user, record("a", at(1)), now=at(1))
+    ingest(other_user, record("b", at(1)), now=at(1))
+    save = side_tables.save_completed_window
+
+    def failing_for_alice(**arguments: Any) -> None:
+        if arguments["user_id"] == user.pk:
+            raise RuntimeError("the database went away for a moment")
+        save(**arguments)
+
+    monkeypatch.setattr(side_tables, "save_completed_window", failing_for_alice)
+    progress = services.record_completed_windows(now=at(6, 30), since=Progress())
+    assert (windows(user), windows(other_user)) == ([], [("01:00", 200)])  # bob still done
+
+    monkeypatch.setattr(side_tables, "save_completed_window", save)
+    services.record_completed_windows(now=at(6, 31), since=progress)
+
+    assert windows(user) == [("01:00", 200)]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_ticks_as_events_come_record_what_one_tick_over_everything_records(
     user: User, seed: int
