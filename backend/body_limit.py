@@ -78,11 +78,16 @@ def install() -> None:
 def limit_for(raw_path: bytes, root_path: str) -> int:
     """The most body bytes a request for ``raw_path`` (the request line's target) may carry.
     The path is decoded as daphne decodes it for Django, so ``%65vents/`` is the ingest."""
-    path = unquote(raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
-    root = root_path.rstrip("/")
-    if path.startswith(root) and path[len(root) :] in _ingest_paths():
+    if _route(raw_path, root_path) in _ingest_paths():
         return int(settings.USAGE_MAX_BODY_BYTES)
     return int(settings.USAGE_MAX_OTHER_BODY_BYTES)
+
+
+def _route(raw_path: bytes, root_path: str) -> str:
+    """The path Django will resolve (decoded, under the root path), or "" outside it."""
+    path = unquote(raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
+    root = root_path.rstrip("/")
+    return path[len(root) :] if path.startswith(root) else ""
 
 
 @functools.cache
@@ -100,9 +105,7 @@ def refusal(raw_path: bytes, root_path: str, content_type: str, message: str) ->
     ``google.rpc.Status`` OTLP/HTTP asks for, in the request's encoding (in JSON the envelope
     beside the Status's fields)."""
     error = envelope(PayloadTooLarge.default_code, message)
-    path = unquote(raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
-    root = root_path.rstrip("/")
-    if not (path.startswith(root) and path[len(root) :] in _otlp_paths()):
+    if _route(raw_path, root_path) not in _otlp_paths():
         return orjson.dumps(error), "application/json"
     # Only here: the OTLP feed (and its protobuf classes) load when an OTLP body is refused.
     from otlp_feed import protocol

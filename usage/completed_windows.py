@@ -98,22 +98,21 @@ def _record_user(
     """Recompute the user's windows from where each alignment's chain of windows restarts
     before ``changed_from``, and record the finished ones that are new or changed. Returns
     the start of each alignment's window still open."""
-    starts = {
-        align: _restart_point(user_id, align, changed_from, now, frozen_before)
-        for align in WindowAlign
-    }
+    starts: dict[WindowAlign, datetime] = {}
     opened = {}
     for align in WindowAlign:
         open_start = since.open_windows.get((user_id, align.value))
-        if open_start is None or not starts[align] < open_start <= changed_from:
-            continue  # unknown, or something changed before it: the recorded windows' chain
-        if now < open_start + WINDOW_LENGTH:
-            # Still open, and every change is inside it (at or before now): no window
-            # finished or moved. Nothing to read, even if retention has cut into it.
+        if open_start is None or open_start > changed_from:
+            # Unknown, or something changed before it: the recorded windows' chain.
+            starts[align] = _restart_point(user_id, align, changed_from, now, frozen_before)
+        elif now < open_start + WINDOW_LENGTH:
+            # Still open, and every change is inside it (after its start, at or before now):
+            # no window finished or moved. Nothing to read, even if retention cut into it.
             opened[align.value] = open_start
-            del starts[align]
         elif frozen_before is None or open_start >= frozen_before:
             starts[align] = open_start  # it ended: its chain restarts at its start
+        else:  # it ended, and retention cut into it: the recorded windows' chain
+            starts[align] = _restart_point(user_id, align, changed_from, now, frozen_before)
     if not starts:
         return opened
     events = newest_revisions(store.events_between(user_id, min(starts.values()), now))

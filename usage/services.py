@@ -121,9 +121,10 @@ def ingest_usage(
 def _given(item: object) -> UsageRecord | None:
     if isinstance(item, InvalidRecord):
         raise item
-    if item is not None:
-        check_storable(item)  # type: ignore[arg-type]
-    return item  # type: ignore[return-value]
+    if not isinstance(item, UsageRecord):
+        return None
+    check_storable(item)
+    return item
 
 
 def _ingest(user_id: int, batch: _Parsed, now: datetime) -> IngestResult:
